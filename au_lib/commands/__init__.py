@@ -1,0 +1,1 @@
+"""One module per ``au-lib`` subcommand (see :mod:`au_lib.cli`)."""

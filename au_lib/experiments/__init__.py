@@ -1,0 +1,1 @@
+"""Experiments: the evaluation protocol over folds, and resumable sweeps (ablations)."""

@@ -1,0 +1,1 @@
+"""Operators: the bilinear displacement warp (hand-written backward, GPU kernel) and MAE masking."""
