@@ -31,7 +31,7 @@ def _available() -> dict[str, object]:
         try:
             mods[name] = importlib.import_module(modname)
         except ModuleNotFoundError as exc:
-            if exc.name != modname:  # a real missing dependency inside the module: surface it
+            if not (exc.name and (modname == exc.name or modname.startswith(exc.name + "."))):  # a real missing dependency inside the module: surface it
                 raise
     return mods
 

@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         try:
             mod = importlib.import_module(modname)
         except ModuleNotFoundError as exc:
-            if exc.name != modname:
+            if not (exc.name and (modname == exc.name or modname.startswith(exc.name + "."))):
                 raise
             continue
         p = sub.add_parser(name, help=mod.HELP, description=mod.HELP)
