@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	@echo "== setup: virtual environment $(VENV) with pinned dependencies ($(CONSTRAINTS))"
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c $(CONSTRAINTS) -e ".[book,test]"
+	$(BIN)/python -m pip install -q -c $(CONSTRAINTS) -e ".[book,test,align]"
 	@touch $(STAMP)
 
 setup: $(STAMP)  ## create .venv and install pinned dependencies
