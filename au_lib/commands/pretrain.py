@@ -1,0 +1,86 @@
+"""``au-lib pretrain``: MCM pre-training (channel-mixing masked autoencoder) on a dataset's pre-training pool.
+
+Single process: ``python -m au_lib pretrain --data synthau --profile cpu``.
+Multi-GPU / multi-node: ``torchrun --nproc_per_node 8 -m au_lib pretrain --data bp4dplus --profile paper``
+(the batch size is per process; the lr scales with the effective batch as in MAE).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "pre-train MCM (multimodal channel-mixing MAE); resumable, DDP under torchrun"
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        vals = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ValueError(f"--save-epochs expects comma-separated integers like 10,20,50, got {text!r}") from None
+    if any(v < 1 for v in vals):
+        raise ValueError(f"--save-epochs values must be >= 1, got {text!r}")
+    return vals
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", default="synthau",
+                        help="synthau | bp4dplus | bp4d | disfa | random (pre-training pool; default synthau)")
+    parser.add_argument("--profile", default=None, help="smoke|cpu|paper (default: $AU_PROFILE or cpu)")
+    parser.add_argument("--out", default=None, help="run folder (default <repo>/.cache/mcm/<profile>)")
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=None, help="per process and micro-step")
+    parser.add_argument("--accum-iter", type=int, default=None, help="gradient accumulation steps")
+    parser.add_argument("--blr", type=float, default=None, help="base lr: lr = blr * effective batch / 256")
+    parser.add_argument("--lr", type=float, default=None, help="absolute lr (overrides --blr)")
+    parser.add_argument("--warmup-epochs", type=float, default=None)
+    parser.add_argument("--mask-ratio", type=float, default=None, help="spatial mask ratio (paper: 0.5)")
+    parser.add_argument("--norm-pix-loss", action="store_true", default=None, help="MAE per-patch normalised targets")
+    parser.add_argument("--no-subset-embedding", action="store_true",
+                        help="do not tell the encoder which channels it was given")
+    parser.add_argument("--save-epochs", default=None, help="keep checkpoints after these epochs, e.g. 10,20,50")
+    parser.add_argument("--save-every", type=int, default=None, help="write last.pt every N epochs")
+    parser.add_argument("--num-samples", type=int, default=None, help="size of a synthetic pool")
+    parser.add_argument("--num-workers", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: CUDA if available)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model")
+    parser.add_argument("--no-amp", action="store_true", help="disable bf16 autocast on CUDA")
+    parser.add_argument("--no-resume", action="store_true", help="start over even if OUT/last.pt exists")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    from au_lib.profiles import check_profile, current_profile
+    from au_lib.train.common import cleanup_distributed, init_distributed, log0
+    from au_lib.train.pretrain import resolve_config, run_pretraining
+
+    profile = check_profile(args.profile) if args.profile else current_profile()
+    over = dict(epochs=args.epochs, batch_size=args.batch_size, accum_iter=args.accum_iter, blr=args.blr,
+                lr=args.lr, warmup_epochs=args.warmup_epochs, save_every=args.save_every,
+                num_samples=args.num_samples, num_workers=args.num_workers, seed=args.seed)
+    if args.save_epochs is not None:
+        over["save_epochs"] = _int_list(args.save_epochs)
+    if args.compile:
+        over["compile"] = True
+    if args.no_amp:
+        over["amp"] = False
+    if args.mask_ratio is not None:
+        over["mask_ratio"] = args.mask_ratio
+    if args.norm_pix_loss:
+        over["norm_pix_loss"] = True
+    if args.no_subset_embedding:
+        over["subset_embedding"] = False
+    if args.lr is None:
+        over.pop("lr")
+    cfg = resolve_config(profile, **over)
+    info = init_distributed()
+    try:
+        res = run_pretraining(cfg, args.data, args.out, profile=profile, device=args.device,
+                              show_progress=not args.no_progress, resume=not args.no_resume)
+        m = res["metrics"]
+        log0(f"done: {res['extra']['epochs_done']} epochs, loss {m['loss']:.4f} "
+             f"(rgb {m['loss_rgb']:.4f}, depth {m['loss_depth']:.4f}, thermal {m['loss_thermal']:.4f}); "
+             f"{res['path']} [{info.world_size} process(es)]")
+    finally:
+        cleanup_distributed()
+    return 0

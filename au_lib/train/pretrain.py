@@ -1,0 +1,420 @@
+"""MCM pre-training loop (MAE recipe): AdamW (0.9, 0.95), linear-scaled lr, warm-up + cosine, bf16 on
+CUDA, gradient accumulation, DDP via torchrun, checkpoints + resume, JSONL metrics, progress bar.
+
+```python
+from au_lib.train.pretrain import PRETRAIN_PROFILES, pretrain, open_pretrain_dataset
+cfg = pick(PRETRAIN_PROFILES)                       # profile row; override with pick(..., epochs=5)
+ds = open_pretrain_dataset("synthau", cfg)          # any dataset yielding rgb (+ depth, thermal)
+result = pretrain(cfg, ds, out_dir=".cache/mcm/cpu")  # resumes from out_dir/last.pt if present
+```
+
+Determinism: the data order comes from a ``DistributedSampler`` seeded with ``cfg.seed`` (also in a
+single process) and every step's channel subsets and spatial masks from
+:func:`au_lib.train.common.step_generator` (seed, rank, step), so a resumed run reproduces the
+uninterrupted one exactly on the same device.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+
+from au_lib.models.mcm import MCM, MCM_PROFILES, MODALITIES, MCMConfig
+from au_lib.train.common import (JsonlLogger, all_reduce_mean, autocast, dist_info, load_checkpoint,
+                                 log0, progress, save_checkpoint, step_generator, unwrap)
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Pre-training hyper-parameters (MAE defaults unless stated in the chapter's table)."""
+
+    model: MCMConfig = field(default_factory=MCMConfig)
+    epochs: int = 100                      # MCM supplementary: 100 epochs
+    batch_size: int = 64                   # per process, per micro-step
+    accum_iter: int = 1
+    blr: float = 1.5e-4                    # MAE: lr = blr * effective_batch / 256
+    lr: float | None = None                # absolute lr overrides blr
+    min_lr: float = 0.0
+    warmup_epochs: float = 5.0
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.95)
+    clip_grad: float | None = None
+    save_every: int = 1                    # write last.pt every N epochs (and at the end)
+    save_epochs: tuple[int, ...] = ()      # also keep epoch_XXXX.pt after these epochs (for sweeps)
+    num_workers: int = 0
+    amp: bool = True                       # bf16 autocast on CUDA only
+    compile: bool = False
+    seed: int = 0
+    num_samples: int | None = None         # dataset size for synthetic data (None: dataset default)
+    modalities: tuple[str, ...] = ("rgb", "depth", "thermal")
+
+    def effective_batch(self, world_size: int = 1) -> int:
+        return self.batch_size * self.accum_iter * world_size
+
+    def base_lr(self, world_size: int = 1) -> float:
+        return self.lr if self.lr is not None else self.blr * self.effective_batch(world_size) / 256
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PretrainConfig":
+        d = dict(d)
+        d["model"] = MCMConfig.from_dict(d.get("model", {}))
+        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()})
+
+
+PRETRAIN_PROFILES: dict[str, PretrainConfig] = {
+    "smoke": PretrainConfig(model=MCM_PROFILES["smoke"], epochs=2, batch_size=16, blr=1.5e-3,
+                            warmup_epochs=0.5, num_samples=64),
+    # ~4 minutes per model on 2 idle CPU cores (23k images seen). A short run needs a larger base lr than MAE's 800-epoch recipe.
+    "cpu": PretrainConfig(model=MCM_PROFILES["cpu"], epochs=10, batch_size=32, blr=1e-2, clip_grad=1.0,
+                          warmup_epochs=1, num_samples=None, save_epochs=(5, 10)),
+    # The paper's scale: ViT-B/16 at 224, effective batch 4096 (MAE), 100 epochs (MCM supplementary).
+    "paper": PretrainConfig(model=MCM_PROFILES["paper"], epochs=100, batch_size=256, accum_iter=2,
+                            blr=1.5e-4, warmup_epochs=10, num_workers=8, save_every=5,
+                            save_epochs=(10, 20, 40, 60, 80, 100), num_samples=None),
+}
+
+
+# ---------------------------------------------------------------- data
+def stack_rgbdt(sample: dict) -> tuple[Tensor, Tensor]:
+    """One sample dict -> ``(x5 (5,H,W), available bool (5,))``; missing depth/thermal are zeros."""
+    if "rgb" not in sample:
+        raise KeyError(f"sample has no 'rgb' (keys: {sorted(sample)})")
+    rgb = torch.as_tensor(sample["rgb"], dtype=torch.float32)
+    if rgb.ndim != 3 or rgb.shape[0] != 3:
+        raise ValueError(f"sample 'rgb' must be 3xHxW, got {tuple(rgb.shape)}")
+    h, w = rgb.shape[-2:]
+    chans, avail = [rgb], [True, True, True]
+    for key in ("depth", "thermal"):
+        v = sample.get(key)
+        if v is None:
+            chans.append(torch.zeros(1, h, w))
+            avail.append(False)
+        else:
+            v = torch.as_tensor(v, dtype=torch.float32)
+            if v.shape != (1, h, w):
+                raise ValueError(f"sample '{key}' must be 1x{h}x{w}, got {tuple(v.shape)}")
+            chans.append(v)
+            avail.append(True)
+    return torch.cat(chans, 0), torch.tensor(avail)
+
+
+def collate_rgbdt(samples: Sequence[dict]) -> dict:
+    """Collate sample dicts into ``{"x5": (B,5,H,W), "available": bool (B,5)}`` (mixing RGB-only and
+    RGB-D-T samples is allowed)."""
+    xs, av = zip(*(stack_rgbdt(s) for s in samples))
+    return {"x5": torch.stack(xs), "available": torch.stack(av)}
+
+
+class RandomRGBDT(Dataset):
+    """Synthetic stand-in for tests and benchmarks: smooth random blobs with correlated depth/thermal.
+
+    Each sample is a function of ``(seed, index)`` only. ``modalities`` picks which keys are present.
+    """
+
+    def __init__(self, n: int = 64, image_size: int = 32, seed: int = 0,
+                 modalities: Sequence[str] = ("rgb", "depth", "thermal")):
+        self.n, self.size, self.seed, self.modalities = int(n), int(image_size), int(seed), tuple(modalities)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> dict:
+        if not 0 <= i < self.n:
+            raise IndexError(i)
+        g = torch.Generator().manual_seed(self.seed * 100_003 + i)
+        s = self.size
+        yy, xx = torch.meshgrid(torch.linspace(-1, 1, s), torch.linspace(-1, 1, s), indexing="ij")
+        c = torch.rand(2, generator=g) * 0.6 - 0.3
+        r = 0.45 + 0.2 * torch.rand(1, generator=g)
+        blob = torch.exp(-((xx - c[0]) ** 2 + (yy - c[1]) ** 2) / (2 * r ** 2))
+        tint = 0.3 + 0.6 * torch.rand(3, 1, 1, generator=g)
+        rgb = (0.15 + tint * blob + 0.05 * torch.rand(3, s, s, generator=g)).clamp(0, 1)
+        out = {"rgb": rgb, "subject": f"R{i % 8:02d}", "sequence": "T1", "frame": i}
+        if "depth" in self.modalities:
+            out["depth"] = blob[None].clamp(0, 1)
+        if "thermal" in self.modalities:
+            out["thermal"] = (0.2 + 0.7 * blob ** 2 + 0.1 * (yy > c[1]).float())[None].clamp(0, 1)
+        return out
+
+
+def open_pretrain_dataset(name: str, cfg: PretrainConfig, profile: str | None = None, **options) -> Dataset:
+    """The pre-training pool: ``"random"`` (:class:`RandomRGBDT`) or a registry dataset opened with
+    ``view="pretrain"``, ``modalities=cfg.modalities`` and ``image_size=cfg.model.img_size``."""
+    if name == "random":
+        return RandomRGBDT(cfg.num_samples or 256, cfg.model.img_size, cfg.seed, cfg.modalities)
+    from au_lib.data.registry import open_dataset
+
+    opts = {"modalities": tuple(cfg.modalities), "image_size": cfg.model.img_size, "profile": profile}
+    if name == "synthau":
+        opts["view"] = "pretrain"
+    opts.update(options)
+    ds = open_dataset(name, **opts)
+    if cfg.num_samples is not None and len(ds) > cfg.num_samples:  # evenly spaced, deterministic subset
+        step = len(ds) / cfg.num_samples
+        ds = Subset(ds, [int(i * step) for i in range(cfg.num_samples)])
+    return ds
+
+
+# ---------------------------------------------------------------- optimisation
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups as MAE's ``add_weight_decay``: no decay for biases, norms, tokens and embeddings."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if p.ndim <= 1 or name.endswith(".bias") or name.split(".")[-1] in ("cls_token", "mask_token") \
+                or "subset_embed" in name:
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    return [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay}]
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: PretrainConfig, updates_per_epoch: int):
+    """timm ``CosineLRScheduler`` stepped per optimiser update: linear warm-up from 0 then cosine to
+    ``min_lr`` over ``epochs`` (call ``step_update(num_updates)``)."""
+    from timm.scheduler import CosineLRScheduler
+
+    total = max(1, cfg.epochs * updates_per_epoch)
+    warm = int(round(cfg.warmup_epochs * updates_per_epoch))
+    return CosineLRScheduler(optimizer, t_initial=max(1, total - warm), lr_min=cfg.min_lr, warmup_t=warm,
+                             warmup_lr_init=0.0, warmup_prefix=True, t_in_epochs=False)
+
+
+@dataclass
+class PretrainResult:
+    """What :func:`pretrain` returns."""
+
+    checkpoint: Path
+    history: list[dict]
+    wall_time_s: float
+    config: PretrainConfig
+    resumed_from_epoch: int = 0
+    epoch_checkpoints: dict[int, Path] = field(default_factory=dict)
+    model: nn.Module | None = None  # the trained bare MCM (this process's copy)
+
+
+def _config_compatible(saved: dict, cfg: PretrainConfig) -> str | None:
+    try:
+        old = PretrainConfig.from_dict(saved)
+    except Exception as exc:  # pragma: no cover
+        return f"unreadable config ({exc})"
+    if old.model != cfg.model:
+        return "model config differs"
+    for k in ("batch_size", "accum_iter", "seed", "blr", "lr", "weight_decay", "warmup_epochs", "min_lr"):
+        if getattr(old, k) != getattr(cfg, k):
+            return f"{k} differs ({getattr(old, k)} vs {getattr(cfg, k)})"
+    return None
+
+
+def pretrain(cfg: PretrainConfig, dataset: Dataset, out_dir: str | Path, *, device: torch.device | str | None = None,
+             show_progress: bool = True, resume: bool = True, stop_after_epochs: int | None = None,
+             log_every: int = 0) -> PretrainResult:
+    """Pre-train MCM on ``dataset`` (sample dicts with ``rgb`` and optionally ``depth``/``thermal``).
+
+    Writes to ``out_dir``: ``last.pt`` (model, optimiser, epoch, step, config), ``epoch_XXXX.pt`` for
+    ``cfg.save_epochs``, ``log.jsonl`` (one record per epoch, plus every ``log_every`` steps). Resumes
+    from ``last.pt`` when ``resume`` (the config must match); a finished run returns at once.
+    ``stop_after_epochs`` ends early (for tests of resuming). Under ``torchrun`` (a process group
+    initialised by :func:`au_lib.train.common.init_distributed`) it trains with DDP.
+    """
+    from au_lib.provenance import choose_device, timed
+
+    info = dist_info()
+    out = Path(out_dir)
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    dev = torch.device(device) if device is not None else choose_device()
+    if dev.type == "cuda" and info.distributed:
+        dev = torch.device("cuda", info.local_rank)
+    if len(dataset) < cfg.batch_size * info.world_size:
+        raise ValueError(f"dataset has {len(dataset)} samples, fewer than one global batch "
+                         f"({cfg.batch_size} x {info.world_size} processes)")
+
+    model = MCM(cfg.model, seed=cfg.seed).to(dev)
+    base_lr = cfg.base_lr(info.world_size)
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=base_lr, betas=cfg.betas)
+    sampler = DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank, shuffle=True,
+                                 seed=cfg.seed, drop_last=True)
+    loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, drop_last=True,
+                        num_workers=cfg.num_workers, collate_fn=collate_rgbdt,
+                        pin_memory=dev.type == "cuda", persistent_workers=cfg.num_workers > 0)
+    micro_per_epoch = len(loader)
+    updates_per_epoch = micro_per_epoch // cfg.accum_iter
+    if updates_per_epoch < 1:
+        raise ValueError(f"accum_iter={cfg.accum_iter} exceeds the {micro_per_epoch} batches of an epoch")
+    scheduler = make_scheduler(optimizer, cfg, updates_per_epoch)
+
+    start_epoch, step = 0, 0
+    last = out / "last.pt"
+    if resume and last.is_file():
+        ckpt = torch.load(last, map_location="cpu", weights_only=False)
+        why = _config_compatible(ckpt.get("config", {}), cfg)
+        if why:
+            raise ValueError(f"{last}: cannot resume, {why}; use another --out or --no-resume")
+        load_checkpoint(last, model=model, optimizer=optimizer, map_location=dev)
+        start_epoch, step = int(ckpt["epoch"]), int(ckpt["step"])
+        log0(f"reusing the finished run in {out}" if start_epoch >= cfg.epochs
+             else f"resuming from {last} at epoch {start_epoch}")
+
+    train_model: nn.Module = model
+    if info.distributed:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        train_model = DDP(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    if cfg.compile:
+        train_model = torch.compile(train_model)
+
+    logger = JsonlLogger(out / "log.jsonl")
+    history = [r for r in JsonlLogger.read(out / "log.jsonl") if r.get("kind") == "epoch"] if info.is_main else []
+    history = [r for r in history if r["epoch"] <= start_epoch]
+    end_epoch = cfg.epochs if stop_after_epochs is None else min(cfg.epochs, stop_after_epochs)
+    saved: dict[int, Path] = {e: out / f"epoch_{e:04d}.pt" for e in cfg.save_epochs if (out / f"epoch_{e:04d}.pt").is_file()}
+    resumed_from = start_epoch
+    with timed() as t_all:
+        for epoch in range(start_epoch, end_epoch):
+            sampler.set_epoch(epoch)
+            train_model.train()
+            sums = {"loss": 0.0, **{m: 0.0 for m in MODALITIES}}
+            counts = {m: 0 for m in MODALITIES}
+            n_img, t0 = 0, time.perf_counter()
+            bar = progress(loader, total=micro_per_epoch, desc=f"MCM epoch {epoch + 1}/{cfg.epochs}",
+                           enabled=show_progress)
+            optimizer.zero_grad(set_to_none=True)
+            for i, batch in enumerate(bar):
+                if i >= updates_per_epoch * cfg.accum_iter:
+                    break
+                micro = epoch * micro_per_epoch + i
+                gen = step_generator(cfg.seed, micro, info.rank)
+                x5 = batch["x5"].to(dev, non_blocking=True)
+                avail = batch["available"].to(dev, non_blocking=True)
+                boundary = (i + 1) % cfg.accum_iter == 0
+                sync = boundary or not info.distributed
+                ctx = train_model.no_sync() if (not sync and hasattr(train_model, "no_sync")) else _null()
+                with ctx:
+                    with autocast(dev, cfg.amp):
+                        out_ = train_model(x5, avail, generator=gen)
+                    (out_.loss / cfg.accum_iter).backward()
+                if boundary:
+                    if cfg.clip_grad:
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+                    scheduler.step_update(step)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    step += 1
+                loss_v = float(out_.loss.detach())
+                if not torch.isfinite(torch.tensor(loss_v)):
+                    raise FloatingPointError(f"loss is {loss_v} at epoch {epoch + 1} step {i}; lower the lr")
+                sums["loss"] += loss_v
+                for m in MODALITIES:
+                    v = float(out_.losses[m])
+                    if v == v:
+                        sums[m] += v
+                        counts[m] += 1
+                n_img += x5.shape[0]
+                if show_progress:
+                    bar.set_postfix(loss=f"{loss_v:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+                if log_every and step % log_every == 0 and boundary:
+                    logger.log(kind="step", epoch=epoch + 1, step=step, loss=loss_v,
+                               lr=optimizer.param_groups[0]["lr"])
+            bar.close()
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            dt = time.perf_counter() - t0
+            n_batches = updates_per_epoch * cfg.accum_iter
+            rec = {"kind": "epoch", "epoch": epoch + 1, "step": step,
+                   "lr": optimizer.param_groups[0]["lr"],
+                   "loss": all_reduce_mean(sums["loss"] / n_batches, dev),
+                   "images_per_s": all_reduce_mean(n_img / dt, dev) * info.world_size,
+                   "epoch_time_s": dt}
+            for m in MODALITIES:
+                rec[f"loss_{m}"] = all_reduce_mean(sums[m] / counts[m] if counts[m] else float("nan"), dev)
+            done = epoch + 1
+            cfg_d = cfg.to_dict()
+            if done % cfg.save_every == 0 or done == end_epoch:
+                save_checkpoint(last, model=model, optimizer=optimizer, epoch=done, step=step, config=cfg_d)
+            if done in cfg.save_epochs:
+                p = out / f"epoch_{done:04d}.pt"
+                save_checkpoint(p, model=model, optimizer=None, epoch=done, step=step, config=cfg_d)
+                saved[done] = p
+            logger.log(**rec)
+            history.append(rec)
+            log0(f"epoch {done}/{cfg.epochs} loss {rec['loss']:.4f} "
+                 + " ".join(f"{m} {rec[f'loss_{m}']:.4f}" for m in MODALITIES))
+    if info.distributed:
+        import torch.distributed as dist
+
+        dist.barrier()
+    return PretrainResult(last, history, t_all["seconds"], cfg, resumed_from, saved, model)
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+def load_pretrained_mcm(path: str | Path, map_location: Any = "cpu") -> tuple[MCM, PretrainConfig, dict]:
+    """A full MCM (encoder and decoders) from a pre-training checkpoint: ``(model, config, checkpoint)``."""
+    ckpt = load_checkpoint(path, map_location=map_location)
+    cfg = PretrainConfig.from_dict(ckpt["config"])
+    model = MCM(cfg.model)
+    model.load_state_dict(ckpt["model"])
+    return model.eval(), cfg, ckpt
+
+
+def resolve_config(profile: str | None = None, **overrides) -> PretrainConfig:
+    """The profile's :class:`PretrainConfig` with overrides; ``mask_ratio``/``subset_embedding`` etc.
+    given here go to the model config."""
+    from au_lib.profiles import pick
+
+    model_fields = set(MCMConfig.__dataclass_fields__)
+    m_over = {k: overrides.pop(k) for k in list(overrides) if k in model_fields}
+    cfg = pick(PRETRAIN_PROFILES, profile)
+    if m_over:
+        cfg = replace(cfg, model=replace(cfg.model, **m_over))
+    return replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def run_pretraining(cfg: PretrainConfig, data: str | Dataset = "synthau", out_dir: str | Path | None = None, *,
+                    profile: str | None = None, device: torch.device | str | None = None,
+                    show_progress: bool = True, resume: bool = True) -> dict:
+    """Open the data, pre-train (resuming), and write ``out_dir/summary.json`` (a result file with the
+    last epoch's metrics, the history and provenance; rank 0). Returns the loaded result dict.
+
+    ``out_dir`` defaults to ``<repo>/.cache/mcm/<profile>``. A finished run is reused as is.
+    """
+    from au_lib.profiles import current_profile
+    from au_lib.provenance import REPO_ROOT, make_provenance
+    from au_lib.results import load_result, save_result
+
+    profile = profile or current_profile()
+    out = Path(out_dir) if out_dir is not None else REPO_ROOT / ".cache" / "mcm" / profile
+    ds = open_pretrain_dataset(data, cfg, profile) if isinstance(data, str) else data
+    res = pretrain(cfg, ds, out, device=device, show_progress=show_progress, resume=resume)
+    summary = out / "summary.json"
+    if dist_info().is_main:
+        wall = sum(r.get("epoch_time_s", 0.0) for r in res.history)
+        last = res.history[-1] if res.history else {}
+        metrics = {k: last.get(k) for k in ("loss", "loss_rgb", "loss_depth", "loss_thermal", "images_per_s")}
+        save_result(summary, cfg.to_dict(), metrics, make_provenance(profile, wall, device),
+                    extra={"history": res.history, "epochs_done": len(res.history),
+                           "data": data if isinstance(data, str) else type(data).__name__,
+                           "checkpoint": res.checkpoint.name,
+                           "epoch_checkpoints": {str(k): v.name for k, v in res.epoch_checkpoints.items()}})
+    if dist_info().distributed:
+        import torch.distributed as dist
+
+        dist.barrier()
+    return load_result(summary)
