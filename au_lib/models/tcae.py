@@ -1,0 +1,430 @@
+"""TCAE, the twin-cycle autoencoder of Li et al. (CVPR 2019), as the paper and its official code define it.
+
+Two frames of one face, a *source* ``S`` and a *target* ``T``, are encoded into an AU embedding
+``phi`` and a pose embedding ``psi`` (256-d each). Two decoders turn the pairs ``[phi_s, phi_t]`` and
+``[psi_s, psi_t]`` into displacement fields ``tau_A`` and ``tau_P`` (pixels, ``2xHxW``) plus one
+attention logit each. The overall displacement is the per-pixel softmax mix of the two and the
+target is rebuilt from the source with **one** warp. The twin cycles change only the AUs
+(``S_A = warp(S, tau_A)``) or only the pose (``S_P = warp(S, tau_P)``), ask the changed image's
+embeddings to match the right halves of source and target, and morph it back with the same decoder.
+
+Conventions: images ``Bx3xHxW`` in [0, 1]; displacements in pixels with
+``output(x, y) = source(x - dx, y - dy)`` (channel 0 = dx along width, 1 = dy), warped by
+:func:`au_lib.ops.warp.warp`. The official code predicts normalised ``grid_sample`` offsets of the
+opposite sign; :func:`au_lib.ops.warp.official_flow_to_displacement` converts.
+
+Where the official code (``mysee1989/TCAE``) and the paper differ, :class:`TCAEConfig` has a switch
+with the paper's choice as default (where it is known):
+
+- ``attention="softmax"`` (paper) vs ``"tanh_softmax"`` (code: logits squashed by tanh, so each
+  branch weight stays in [0.119, 0.881]);
+- ``detach_cycle_input=False`` (paper's cycle loss) vs ``True`` (code detaches the changed image
+  before morphing it back, so the cycle trains only the inverse decoder pass);
+- ``output_consistency=False`` (Fig. 2) vs ``True`` (code adds ``|phi(T_hat)-phi_t|^2`` and
+  ``|psi(T_hat)-psi_t|^2``);
+- ``keep_easiest=1.0`` vs the code's curriculum (average only the easiest fraction of the batch).
+
+Loss weights keep the authors' ratio: reconstruction 10x the consistency terms, 100x the L1
+sparsity term on ``tau_A`` (code: 10, 1, 0.1).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from au_lib.profiles import pick
+
+EMBED_DIM = 256
+VISIBILITY_KEYS = ("vis_target", "visible", "vis")
+"""Batch keys searched (in order) for the ground-truth visibility mask (``B x 1 x H x W`` or ``B x H x W``)."""
+
+
+@dataclass(frozen=True)
+class TCAELossWeights:
+    """Weights of the TCAE loss terms (code values; the author's ratio 10 : 1 : 0.1)."""
+
+    recon: float = 10.0          # L1 of the rebuilt target
+    embedding: float = 1.0       # each of the four embedding-consistency terms (squared L2)
+    cycle: float = 1.0           # each of the two cycle (morph-back) L1 terms
+    sparsity: float = 0.1        # L1 of the AU displacement (in normalised units, as the code)
+    output: float = 1.0          # the code's extra consistency of the rebuilt target (if enabled)
+
+
+@dataclass(frozen=True)
+class TCAEConfig:
+    """Sizes and switches of a TCAE model.
+
+    ``image_size`` must equal ``2 ** (len(trunk_channels) + len(branch_channels))`` (each conv halves
+    the size down to 1x1) and ``len(decoder_channels)`` must be ``log2(image_size)`` (each block
+    doubles it back).
+    """
+
+    image_size: int = 256
+    in_channels: int = 3
+    trunk_channels: tuple[int, ...] = (32, 64, 128, 256, 256)
+    branch_channels: tuple[int, ...] = (256, 256, EMBED_DIM)
+    decoder_channels: tuple[int, ...] = (256, 256, 256, 256, 128, 64, 32, 32)
+    max_displacement: float = 1.0   # tanh bound in normalised units (1.0 = half the image, as the code)
+    attention: str = "softmax"       # "softmax" (paper) | "tanh_softmax" (official code)
+    detach_cycle_input: bool = False
+    output_consistency: bool = False
+    keep_easiest: float = 1.0        # <1: the code's curriculum (mean over the easiest fraction)
+    padding_mode: str = "border"     # the code clamps the grid to [-1, 1]: border sampling
+    weights: TCAELossWeights = field(default_factory=TCAELossWeights)
+
+    def __post_init__(self) -> None:
+        depth = len(self.trunk_channels) + len(self.branch_channels)
+        if self.image_size != 2 ** depth:
+            raise ValueError(f"TCAEConfig: image_size={self.image_size} needs {int(math.log2(max(self.image_size, 1)))} "
+                             f"stride-2 convs, got trunk {len(self.trunk_channels)} + branch {len(self.branch_channels)}")
+        if len(self.decoder_channels) != depth:
+            raise ValueError(f"TCAEConfig: decoder_channels needs {depth} entries for image_size={self.image_size}, "
+                             f"got {len(self.decoder_channels)}")
+        if self.attention not in ("softmax", "tanh_softmax"):
+            raise ValueError(f"TCAEConfig: attention must be 'softmax' or 'tanh_softmax', got {self.attention!r}")
+        if not 0.0 < self.keep_easiest <= 1.0:
+            raise ValueError(f"TCAEConfig: keep_easiest must be in (0, 1], got {self.keep_easiest}")
+
+    @property
+    def embed_dim(self) -> int:
+        return self.branch_channels[-1]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "TCAEConfig":
+        d = dict(d)
+        w = d.pop("weights", {})
+        for k in ("trunk_channels", "branch_channels", "decoder_channels"):
+            if k in d:
+                d[k] = tuple(d[k])
+        return cls(**d, weights=TCAELossWeights(**w) if isinstance(w, dict) else w)
+
+
+TCAE_PROFILES: dict[str, TCAEConfig] = {
+    # CI: 32 px, tiny widths (embeddings stay 256-d so the probes see the same interface).
+    "smoke": TCAEConfig(image_size=32, trunk_channels=(8, 16, 32), branch_channels=(64, EMBED_DIM),
+                        decoder_channels=(64, 32, 32, 16, 8)),
+    # A laptop: 64 px, about a quarter of the paper's widths.
+    "cpu": TCAEConfig(image_size=64, trunk_channels=(16, 32, 64, 128), branch_channels=(256, EMBED_DIM),
+                      decoder_channels=(256, 128, 128, 64, 32, 16)),
+    # The paper / official code: 256x256, five trunk convs, three per branch, eight decoder blocks.
+    "paper": TCAEConfig(),
+}
+
+
+def tcae_config(profile: str | None = None, **overrides) -> TCAEConfig:
+    """The model configuration of ``profile`` (default: ``$AU_PROFILE``), with field overrides."""
+    return pick(TCAE_PROFILES, profile, **overrides)
+
+
+def _down(cin: int, cout: int, last: bool = False) -> nn.Sequential:
+    conv = nn.Conv2d(cin, cout, 4, 2, 1, bias=last)
+    return nn.Sequential(conv) if last else nn.Sequential(conv, nn.BatchNorm2d(cout), nn.LeakyReLU(0.2, True))
+
+
+class TCAEEncoder(nn.Module):
+    """Shared conv trunk and two branches: ``x[B,3,H,W] -> (au_emb[B,D], pose_emb[B,D])``.
+
+    4x4 stride-2 convs with BN + LeakyReLU(0.2); the last conv of each branch has no activation
+    (as ``Gen_sep_feature`` in the official code).
+    """
+
+    def __init__(self, cfg: TCAEConfig) -> None:
+        super().__init__()
+        chans = (cfg.in_channels,) + tuple(cfg.trunk_channels)
+        self.trunk = nn.Sequential(*[_down(a, b) for a, b in zip(chans[:-1], chans[1:])])
+
+        def branch() -> nn.Sequential:
+            bc = (chans[-1],) + tuple(cfg.branch_channels)
+            n = len(bc) - 1
+            return nn.Sequential(*[_down(a, b, last=(i == n - 1)) for i, (a, b) in enumerate(zip(bc[:-1], bc[1:]))])
+
+        self.au_branch = branch()
+        self.pose_branch = branch()
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.trunk(x)
+        return self.au_branch(h).flatten(1), self.pose_branch(h).flatten(1)
+
+
+class TCAEDecoder(nn.Module):
+    """``[emb_a, emb_b]`` (``B x 2D``) -> 3 maps at image resolution: 2 displacement + 1 attention logit.
+
+    ReLU on the input, then blocks of ``Upsample(x2, bilinear) -> Conv3x3 -> BN -> ReLU``, a final
+    Conv3x3 to 3 channels. The displacement is ``max_displacement * tanh`` in normalised units and
+    returned in **pixels** (paper convention); the attention logit is returned raw.
+    """
+
+    def __init__(self, cfg: TCAEConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        chans = (2 * cfg.embed_dim,) + tuple(cfg.decoder_channels)
+        layers: list[nn.Module] = [nn.ReLU()]
+        for a, b in zip(chans[:-1], chans[1:]):
+            layers += [nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True),
+                       nn.Conv2d(a, b, 3, 1, 1, bias=False), nn.BatchNorm2d(b), nn.ReLU(True)]
+        layers.append(nn.Conv2d(chans[-1], 3, 3, 1, 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, emb_a: torch.Tensor, emb_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z = torch.cat([emb_a, emb_b], dim=1)[:, :, None, None]
+        out = self.net(z)
+        # normalised offset in (-m, m); the official code's sign is x_hat = x + flow: flip to pixels.
+        from au_lib.ops.warp import official_flow_to_displacement
+
+        flow = self.cfg.max_displacement * torch.tanh(out[:, :2].float())
+        return official_flow_to_displacement(flow), out[:, 2:3].float()
+
+
+@dataclass
+class TCAEOutput:
+    """Everything one forward pass of :meth:`TCAE.forward` produces (tensors ``B x ...``)."""
+
+    disp_au: torch.Tensor        # B,2,H,W pixels: source -> AU-changed
+    disp_pose: torch.Tensor      # B,2,H,W pixels: source -> pose-changed
+    disp: torch.Tensor           # B,2,H,W pixels: attention mix, source -> target
+    attention: torch.Tensor      # B,2,H,W softmax weights (AU, pose)
+    recon: torch.Tensor          # B,C,H,W rebuilt target
+    au_changed: torch.Tensor     # B,C,H,W
+    pose_changed: torch.Tensor   # B,C,H,W
+    emb: dict = field(default_factory=dict)
+
+
+class TCAE(nn.Module):
+    """The twin-cycle autoencoder. ``model(source, target)`` -> :class:`TCAEOutput`;
+    ``model.losses(source, target)`` -> dict of loss terms with ``"total"``."""
+
+    def __init__(self, cfg: TCAEConfig | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg or tcae_config()
+        self.encoder = TCAEEncoder(self.cfg)
+        self.au_decoder = TCAEDecoder(self.cfg)
+        self.pose_decoder = TCAEDecoder(self.cfg)
+
+    # -- small pieces --------------------------------------------------------------------------
+    def _check(self, x: torch.Tensor, name: str) -> None:
+        c, s = self.cfg.in_channels, self.cfg.image_size
+        if x.ndim != 4 or x.shape[1] != c or x.shape[-2:] != (s, s):
+            raise ValueError(f"TCAE: {name} must be Bx{c}x{s}x{s} (image_size={s}), got {tuple(x.shape)}")
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x[B,3,H,W]`` in [0,1] -> ``(au_emb[B,256], pose_emb[B,256])`` for linear probes."""
+        self._check(x, "x")
+        return self.encoder(x)
+
+    def warp(self, img: torch.Tensor, disp: torch.Tensor) -> torch.Tensor:
+        from au_lib.ops.warp import warp
+
+        return warp(img, disp.to(img.dtype), padding_mode=self.cfg.padding_mode)
+
+    def mix(self, disp_au: torch.Tensor, logit_au: torch.Tensor, disp_pose: torch.Tensor,
+            logit_pose: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-pixel softmax mix of the two displacements -> ``(disp[B,2,H,W], weights[B,2,H,W])``."""
+        from au_lib.ops.warp import mix_displacements
+
+        if self.cfg.attention == "tanh_softmax":
+            logit_au, logit_pose = torch.tanh(logit_au), torch.tanh(logit_pose)
+        return mix_displacements(disp_au, disp_pose, logit_au, logit_pose)
+
+    # -- forward ---------------------------------------------------------------------------------
+    def forward(self, source: torch.Tensor, target: torch.Tensor) -> TCAEOutput:
+        """Predict displacements and warped images for ``source, target`` (``B x C x H x W``)."""
+        self._check(source, "source")
+        self._check(target, "target")
+        B = source.shape[0]
+        phi, psi = self.encoder(torch.cat([source, target]))
+        phi_s, phi_t, psi_s, psi_t = phi[:B], phi[B:], psi[:B], psi[B:]
+        disp_au, logit_au = self.au_decoder(phi_s, phi_t)
+        disp_pose, logit_pose = self.pose_decoder(psi_s, psi_t)
+        disp, w = self.mix(disp_au, logit_au, disp_pose, logit_pose)
+        imgs = self.warp(torch.cat([source] * 3), torch.cat([disp, disp_au, disp_pose]))
+        recon, au_changed, pose_changed = imgs[:B], imgs[B:2 * B], imgs[2 * B:]
+        return TCAEOutput(disp_au, disp_pose, disp, w, recon, au_changed, pose_changed,
+                          emb={"phi_s": phi_s, "phi_t": phi_t, "psi_s": psi_s, "psi_t": psi_t})
+
+    def losses(self, source: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        """All TCAE loss terms (per-batch means) and their weighted ``total``.
+
+        Terms: ``recon`` |T - warp(S, tau)|_1; ``emb_*`` squared-L2 embedding consistency (AU-changed
+        image: AU of target, pose of source; pose-changed image: pose of target, AU of source);
+        ``cycle_au``/``cycle_pose`` |S - warp(S_A, tau_-A)|_1 etc.; ``sparsity`` mean |tau_A| in
+        normalised units (as the code); ``out_*`` the code's extra terms if enabled.
+        """
+        cfg, w = self.cfg, self.cfg.weights
+        out = self.forward(source, target)
+        e = out.emb
+        B = source.shape[0]
+        changed = torch.cat([out.au_changed, out.pose_changed])
+        if cfg.output_consistency:
+            changed = torch.cat([changed, out.recon])
+        phi_c, psi_c = self.encoder(changed)
+        phi_A, psi_A, phi_P, psi_P = phi_c[:B], psi_c[:B], phi_c[B:2 * B], psi_c[B:2 * B]
+
+        def l2(a, b):  # per-sample squared L2, mean over dims
+            return (a.float() - b.float()).pow(2).mean(1)
+
+        def l1(a, b):
+            return (a.float() - b.float()).abs().flatten(1).mean(1)
+
+        terms = {
+            "recon": l1(out.recon, target),
+            "emb_au_img_au": l2(phi_A, e["phi_t"]),
+            "emb_au_img_pose": l2(psi_A, e["psi_s"]),
+            "emb_pose_img_pose": l2(psi_P, e["psi_t"]),
+            "emb_pose_img_au": l2(phi_P, e["phi_s"]),
+        }
+        # morph back: decoder inputs swapped to [changed embedding, source embedding]
+        back_au, _ = self.au_decoder(phi_A, e["phi_s"])
+        back_pose, _ = self.pose_decoder(psi_P, e["psi_s"])
+        src_A = out.au_changed.detach() if cfg.detach_cycle_input else out.au_changed
+        src_P = out.pose_changed.detach() if cfg.detach_cycle_input else out.pose_changed
+        back = self.warp(torch.cat([src_A, src_P]), torch.cat([back_au, back_pose]))
+        terms["cycle_au"] = l1(back[:B], source)
+        terms["cycle_pose"] = l1(back[B:], source)
+        H, W = source.shape[-2:]
+        scale = torch.tensor([2.0 / (W - 1), 2.0 / (H - 1)], device=source.device).view(1, 2, 1, 1)
+        terms["sparsity"] = (out.disp_au.float() * scale).abs().flatten(1).mean(1)
+        if cfg.output_consistency:
+            terms["out_au"] = l2(phi_c[2 * B:], e["phi_t"])
+            terms["out_pose"] = l2(psi_c[2 * B:], e["psi_t"])
+        weight = {"recon": w.recon, "cycle_au": w.cycle, "cycle_pose": w.cycle, "sparsity": w.sparsity,
+                  "out_au": w.output, "out_pose": w.output}
+        result: dict[str, torch.Tensor] = {}
+        total = source.new_zeros((), dtype=torch.float32)
+        for name, per_sample in terms.items():
+            red = _trimmed_mean(per_sample, cfg.keep_easiest)
+            result[name] = red.detach()
+            total = total + weight.get(name, w.embedding) * red
+        result["total"] = total
+        result["_output"] = out  # type: ignore[assignment]
+        return result
+
+
+def _trimmed_mean(x: torch.Tensor, keep: float) -> torch.Tensor:
+    """Mean of the smallest ``ceil(keep * B)`` entries of ``x[B]`` (the code's curriculum); plain mean if keep=1."""
+    if keep >= 1.0:
+        return x.mean()
+    k = max(1, math.ceil(keep * x.numel()))
+    return torch.topk(x, k, largest=False).values.mean()
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def load_tcae(checkpoint: str | Path | dict, map_location: str | torch.device = "cpu") -> TCAE:
+    """Rebuild a :class:`TCAE` from a checkpoint written by :mod:`au_lib.train.tcae` (eval mode).
+
+    Raises:
+        FileNotFoundError: naming the path if it does not exist.
+        ValueError: if the file is not a TCAE checkpoint.
+    """
+    if isinstance(checkpoint, dict):
+        state = checkpoint
+        where = "<dict>"
+    else:
+        path = Path(checkpoint)
+        if not path.exists():
+            raise FileNotFoundError(f"TCAE checkpoint not found: {path}")
+        state = torch.load(path, map_location=map_location, weights_only=False)
+        where = str(path)
+    if not isinstance(state, dict) or "model_config" not in state or "model" not in state:
+        raise ValueError(f"{where}: not a TCAE checkpoint (needs 'model_config' and 'model' entries)")
+    model = TCAE(TCAEConfig.from_dict(state["model_config"]))
+    model.load_state_dict(state["model"])
+    return model.eval()
+
+
+# ------------------------------------------------------------------------------------------------
+# Disentanglement against ground truth
+# ------------------------------------------------------------------------------------------------
+
+def _masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Per-sample mean of ``x[B,H,W]`` over ``mask[B,H,W]`` (all pixels if None) -> ``[B]``."""
+    if mask is None:
+        return x.flatten(1).mean(1)
+    m = mask.float().flatten(1)
+    return (x.flatten(1) * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+
+def end_point_error(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean end-point error (pixels) per sample: ``|pred - gt|_2`` averaged over ``mask`` -> ``[B]``."""
+    return _masked_mean((pred.float() - gt.float()).norm(dim=1), mask)
+
+
+def leakage(pred: torch.Tensor, other_gt: torch.Tensor, mask: torch.Tensor | None = None,
+            eps: float = 1e-6) -> torch.Tensor:
+    """How much of a ground-truth motion ``other_gt`` shows up in a predicted field ``pred`` -> ``[B]``.
+
+    The least-squares coefficient ``<pred, g> / <g, g>`` over the masked pixels: 0 = none of the
+    other motion leaked in, 1 = all of it. (E.g. ``leakage(disp_au_pred, disp_pose_gt)`` is the
+    share of the head motion that the AU branch copied.)
+    """
+    m = torch.ones_like(pred[:, 0]) if mask is None else mask.float()
+    num = ((pred.float() * other_gt.float()).sum(1) * m).flatten(1).sum(1)
+    den = ((other_gt.float() ** 2).sum(1) * m).flatten(1).sum(1)
+    return num / (den + eps)
+
+
+@torch.no_grad()
+def disentanglement_metrics(model: TCAE, batch: Mapping[str, torch.Tensor]) -> dict[str, float]:
+    """Score a model on a batch of synthetic pairs with ground truth (keys of ``open_pairs``).
+
+    Pixels are scored where the ground truth is defined: ``vis_au`` for the AU field, ``vis_pose``
+    for the pose field, ``vis_target`` for the mix (else the first of :data:`VISIBILITY_KEYS`, else
+    all pixels); AU leakage/capture only where the ground-truth AU motion exceeds 0.05 px. Returns batch means of: ``epe_au``, ``epe_pose``, ``epe_total`` (pixels, over the visible mask),
+    ``epe_au_zero``/``epe_pose_zero`` (the same for an all-zero prediction, a baseline),
+    ``photo_au``/``photo_pose`` (mean |predicted - ground-truth render|, intensities in [0, 1]),
+    ``photo_recon`` (|rebuilt - target|), ``leak_pose_in_au`` (``leakage(tau_A, gt_pose)``),
+    ``leak_au_in_pose`` (``leakage(tau_P, gt_au)``) and ``capture_au``/``capture_pose`` (the
+    leakage coefficient of each branch onto its own ground truth; 1 = all of it captured).
+    """
+    was_training = model.training
+    model.eval()
+    dev = next(model.parameters()).device
+    src, tgt = batch["source"].to(dev), batch["target"].to(dev)
+    out = model(src, tgt)
+    gt_au, gt_pose = batch["disp_au"].to(dev), batch["disp_pose"].to(dev)
+    gt_tot = batch.get("disp_target", None)
+    B, H, W = src.shape[0], *src.shape[-2:]
+
+    def mask_of(key: str) -> torch.Tensor | None:
+        m = batch.get(key, next((batch[k] for k in VISIBILITY_KEYS if k in batch), None))
+        return None if m is None else m.to(dev).reshape(B, H, W) > 0.5
+
+    m_au, m_pose, m_tot = mask_of("vis_au"), mask_of("vis_pose"), mask_of("vis_target")
+    moving_au = gt_au.norm(dim=1) > 0.05          # where the AUs move anything
+    au_mask = moving_au if m_au is None else moving_au & m_au
+    au_mask_p = moving_au if m_pose is None else moving_au & m_pose
+    res = {
+        "epe_au": end_point_error(out.disp_au, gt_au, m_au),
+        "epe_pose": end_point_error(out.disp_pose, gt_pose, m_pose),
+        "epe_au_zero": end_point_error(torch.zeros_like(gt_au), gt_au, m_au),
+        "epe_pose_zero": end_point_error(torch.zeros_like(gt_pose), gt_pose, m_pose),
+        "photo_au": (out.au_changed - batch["au_changed"].to(dev)).abs().flatten(1).mean(1),
+        "photo_pose": (out.pose_changed - batch["pose_changed"].to(dev)).abs().flatten(1).mean(1),
+        "photo_recon": (out.recon - tgt).abs().flatten(1).mean(1),
+        "leak_pose_in_au": leakage(out.disp_au, gt_pose, m_au),
+        "leak_au_in_pose": leakage(out.disp_pose, gt_au, au_mask_p),
+        "capture_au": leakage(out.disp_au, gt_au, au_mask),
+        "capture_pose": leakage(out.disp_pose, gt_pose, m_pose),
+    }
+    if gt_tot is not None:
+        res["epe_total"] = end_point_error(out.disp, gt_tot.to(dev), m_tot)
+    model.train(was_training)
+    return {k: float(v.float().mean()) for k, v in res.items()}
+
+
+__all__ = ["EMBED_DIM", "TCAE", "TCAEConfig", "TCAELossWeights", "TCAEOutput", "TCAE_PROFILES", "tcae_config",
+           "load_tcae", "count_parameters", "end_point_error", "leakage", "disentanglement_metrics"]

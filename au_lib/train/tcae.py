@@ -1,0 +1,496 @@
+"""Training TCAE on frame pairs: data, the paper's crop jitter, the loop (checkpoints, resume, AMP, DDP).
+
+```python
+from au_lib.train.tcae import train_tcae, train_config
+run = train_tcae(train_config("cpu"), "runs/tcae", data="synthau")   # resumes if run/last.pt exists
+```
+
+Data sources (``data=``): ``"synthau"`` (:func:`au_lib.data.synth.open_pairs`, with ground truth),
+``"video"`` (:func:`au_lib.data.video.open_video_pairs`, real frames), ``"toy"`` (:class:`ToyPairs`,
+random smooth textures moved by a known global shift + local bump; for tests), or any map-style
+dataset yielding ``source``/``target`` tensors ``3xHxW`` in [0, 1].
+
+Augmentation as the official code (``TCAE_data.py``, ``jittering=True``): centre crop 224/256 of the
+face, then a random crop of side ``s`` in [200, 224)/256 placed **independently** in source and
+target, resized back; the independent placement adds a random relative translation that the pose
+branch must absorb. (The code draws ``s`` once per epoch; here once per pair.)
+
+Distributed: launched with ``torchrun --nproc_per_node N -m au_lib train-tcae ...`` the loop reads
+``RANK``/``WORLD_SIZE``/``LOCAL_RANK``, uses NCCL on CUDA (gloo on CPU), shards the pairs with a
+``DistributedSampler`` and wraps the model in DDP; rank 0 writes checkpoints and logs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import torch
+import torch.nn as nn
+
+from au_lib.models.tcae import TCAE, TCAEConfig, disentanglement_metrics, load_tcae, tcae_config
+from au_lib.profiles import current_profile, pick
+
+
+# ------------------------------------------------------------------------------------------------
+# configuration
+# ------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TCAETrainConfig:
+    """One TCAE training run. ``steps`` counts optimiser updates (global batch = ``batch_size`` x world)."""
+
+    model: TCAEConfig
+    batch_size: int = 64
+    steps: int = 100_000
+    optimizer: str = "sgd"          # "sgd" (official: momentum 0.9, lr 1e-3) | "adam"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    jitter: bool = True             # the paper's independent random crops
+    crop_range: tuple[float, float] = (200 / 256, 224 / 256)
+    centre_crop: float = 224 / 256
+    checkpoint_every: int = 1000    # also kept as ckpt_<step>.pt for evaluation over training
+    log_every: int = 50
+    num_workers: int = 4
+    seed: int = 0
+    amp: bool = True                # bf16 autocast on CUDA (ignored on CPU)
+    pool_pairs: int | None = None   # SynthAU: render this many pairs once and cache them (CPU budgets); None: stream
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("sgd", "adam"):
+            raise ValueError(f"TCAETrainConfig: optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
+        if self.batch_size < 1 or self.steps < 0:
+            raise ValueError(f"TCAETrainConfig: batch_size must be >= 1 and steps >= 0, "
+                             f"got {self.batch_size}, {self.steps}")
+        lo, hi = self.crop_range
+        if not 0 < lo <= hi <= self.centre_crop <= 1:
+            raise ValueError(f"TCAETrainConfig: need 0 < crop_range[0] <= crop_range[1] <= centre_crop <= 1, "
+                             f"got {self.crop_range}, {self.centre_crop}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "TCAETrainConfig":
+        d = dict(d)
+        d["model"] = TCAEConfig.from_dict(d["model"])
+        d["crop_range"] = tuple(d["crop_range"])
+        return cls(**d)
+
+
+TRAIN_PROFILES: dict[str, TCAETrainConfig] = {
+    "smoke": TCAETrainConfig(model=tcae_config("smoke"), batch_size=8, steps=40, optimizer="adam", lr=2e-3,
+                             checkpoint_every=20, log_every=10, num_workers=0, pool_pairs=48),
+    # Adam: the official SGD at lr 1e-3 barely moves in the few thousand updates a laptop affords.
+    "cpu": TCAETrainConfig(model=tcae_config("cpu"), batch_size=12, steps=200, optimizer="adam", lr=1e-3,
+                           checkpoint_every=25, log_every=10, num_workers=0, pool_pairs=600),
+    # The official code: SGD(momentum 0.9, lr 1e-3), batch 64, 256x256.
+    "paper": TCAETrainConfig(model=tcae_config("paper"), batch_size=64, steps=100_000, optimizer="sgd", lr=1e-3,
+                             checkpoint_every=5000, log_every=100, num_workers=8),
+}
+
+OFFICIAL_SWITCHES: dict[str, Any] = {"attention": "tanh_softmax", "detach_cycle_input": True,
+                                     "output_consistency": True, "keep_easiest": 0.5}
+"""The model switches that reproduce the released code instead of the paper (see :mod:`au_lib.models.tcae`)."""
+
+
+def train_config(profile: str | None = None, model_overrides: Mapping[str, Any] | None = None,
+                 **overrides) -> TCAETrainConfig:
+    """The training configuration of ``profile`` with field overrides (``model_overrides`` for the model)."""
+    cfg = pick(TRAIN_PROFILES, profile)
+    if model_overrides:
+        cfg = replace(cfg, model=replace(cfg.model, **model_overrides))
+    return replace(cfg, **overrides) if overrides else cfg
+
+
+# ------------------------------------------------------------------------------------------------
+# data
+# ------------------------------------------------------------------------------------------------
+
+class ToyPairs(torch.utils.data.Dataset):
+    """Random smooth textures moved by a known global shift ("pose") plus a local bump ("AU").
+
+    Item ``i`` is a deterministic function of ``(seed, i)``. Keys as the SynthAU pairs: ``source``,
+    ``target``, ``au_changed``, ``pose_changed`` (``3xHxW``), ``disp_au``, ``disp_pose``,
+    ``disp_target`` (``2xHxW`` pixels; the target displacement is the sum of the two, an
+    approximation of their composition that is exact where the bump is zero), ``subject``.
+    ``identity=True`` makes ``target == source`` (zero motion).
+    """
+
+    def __init__(self, n: int = 64, image_size: int = 32, max_shift: float = 2.0, bump: float = 2.0,
+                 seed: int = 0, identity: bool = False) -> None:
+        if n < 1 or image_size < 8:
+            raise ValueError(f"ToyPairs: need n >= 1 and image_size >= 8, got {n}, {image_size}")
+        self.n, self.size, self.max_shift, self.bump, self.seed, self.identity = n, image_size, max_shift, bump, seed, identity
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> dict:
+        from au_lib.ops.warp import warp
+
+        if not 0 <= i < self.n:
+            raise IndexError(i)
+        g = torch.Generator().manual_seed(self.seed * 100_003 + i)
+        S = self.size
+        low = torch.rand(1, 3, 6, 6, generator=g)
+        img = torch.nn.functional.interpolate(low, size=(S, S), mode="bicubic", align_corners=True).clamp(0, 1)
+        yy, xx = torch.meshgrid(torch.arange(S, dtype=torch.float32), torch.arange(S, dtype=torch.float32),
+                                indexing="ij")
+        shift = (torch.rand(2, generator=g) * 2 - 1) * self.max_shift
+        d_pose = shift.view(1, 2, 1, 1).expand(1, 2, S, S).clone()
+        c = (torch.rand(2, generator=g) * 0.5 + 0.25) * S
+        amp = (torch.rand(2, generator=g) * 2 - 1) * self.bump
+        bump = torch.exp(-((xx - c[0]) ** 2 + (yy - c[1]) ** 2) / (2 * (S / 8) ** 2))
+        d_au = (amp.view(2, 1, 1) * bump).unsqueeze(0)
+        if self.identity:
+            d_pose, d_au = torch.zeros_like(d_pose), torch.zeros_like(d_au)
+        d_tot = d_pose + d_au
+        out = warp(img.expand(3, -1, -1, -1), torch.cat([d_tot, d_au, d_pose]), padding_mode="border")
+        return {"source": img[0], "target": out[0], "au_changed": out[1], "pose_changed": out[2],
+                "disp_au": d_au[0], "disp_pose": d_pose[0], "disp_target": d_tot[0],
+                "subject": f"toy{i % 8}", "sequence": "toy", "frame": i}
+
+
+def open_pair_data(data: str | torch.utils.data.Dataset, image_size: int, profile: str | None = None,
+                   seed: int = 0, **options) -> torch.utils.data.Dataset:
+    """Open a pair dataset by name (``synthau`` | ``video`` | ``toy``) or pass a dataset through.
+
+    ``synthau``: :func:`au_lib.data.synth.open_pairs` (default ``view="pretrain"``); ``video``:
+    :func:`au_lib.data.video.open_video_pairs` (options e.g. ``max_gap``); ``toy``: :class:`ToyPairs`.
+    """
+    if isinstance(data, torch.utils.data.Dataset):
+        return data
+    name = str(data).lower()
+    if name in ("synthau", "synth"):
+        from au_lib.data.synth import open_pairs
+
+        options.setdefault("view", "pretrain")  # the pre-training pool; its subjects are in no other view
+        return open_pairs(image_size=image_size, profile=profile, seed=seed, **options)
+    if name == "video":
+        from au_lib.data.video import open_video_pairs
+
+        return open_video_pairs(image_size=image_size, profile=profile, seed=seed, **options)
+    if name == "toy":
+        return ToyPairs(image_size=image_size, seed=seed, **options)
+    raise ValueError(f"unknown TCAE pair data {data!r}: choose synthau, video or toy")
+
+
+class PairPool(torch.utils.data.Dataset):
+    """A fixed set of pairs held as stacked tensors (non-tensor fields as lists)."""
+
+    def __init__(self, data: Mapping[str, Any]) -> None:
+        self.data = dict(data)
+        self.n = len(self.data["source"])
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> dict:
+        return {k: v[i] for k, v in self.data.items()}
+
+
+def pair_pool(dataset: torch.utils.data.Dataset, n: int, path: str | Path | None = None, seed: int = 0,
+              progress: bool = True) -> PairPool:
+    """``n`` pairs drawn without replacement (``seed``) from ``dataset``, rendered once and cached at
+    ``path`` (atomic write; reused when present with the same ``n``). For on-the-fly renderers that
+    are too slow to feed a CPU training loop."""
+    from au_lib.provenance import atomic_torch_save
+    from au_lib.train.common import progress as bar
+
+    if path is not None and Path(path).exists():
+        data = torch.load(path, weights_only=False)
+        if len(data["source"]) == min(n, len(dataset)):
+            return PairPool(data)
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(dataset), generator=g)[:n].sort().values.tolist()
+    items = [dataset[i] for i in bar(idx, desc="render pairs", enabled=progress)]
+    keep = [k for k, v in items[0].items() if isinstance(v, (torch.Tensor, str, int, float))]
+    data = collate_pairs([{k: it[k] for k in keep} for it in items])
+    if path is not None:
+        atomic_torch_save(data, path)
+    return PairPool(data)
+
+
+def jitter_pairs(source: torch.Tensor, target: torch.Tensor, cfg: TCAETrainConfig,
+                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The paper's augmentation on a batch ``B x C x H x W``: centre crop ``centre_crop``, then crops of
+    side ``s ~ U(crop_range)`` (one ``s`` per pair) at **independent** random positions in source and
+    target, resized back to ``H x W`` (bilinear, ``torchvision.ops.roi_align``)."""
+    from torchvision.ops import roi_align
+
+    B, _, H, W = source.shape
+    s = torch.empty(B).uniform_(*cfg.crop_range, generator=generator)
+    lo = (1 - cfg.centre_crop) / 2
+
+    def boxes() -> torch.Tensor:
+        ox = lo + torch.rand(B, generator=generator) * (cfg.centre_crop - s)
+        oy = lo + torch.rand(B, generator=generator) * (cfg.centre_crop - s)
+        b = torch.stack([torch.arange(B, dtype=torch.float32), ox * W, oy * H, (ox + s) * W, (oy + s) * H], 1)
+        return b.to(source.device, source.dtype)
+
+    return (roi_align(source, boxes(), (H, W), aligned=True, sampling_ratio=2),
+            roi_align(target, boxes(), (H, W), aligned=True, sampling_ratio=2))
+
+
+def collate_pairs(items: list[dict]) -> dict:
+    """Stack tensors, keep other fields as lists."""
+    out: dict[str, Any] = {}
+    for k in items[0]:
+        vals = [it[k] for it in items]
+        out[k] = torch.stack(vals) if isinstance(vals[0], torch.Tensor) else vals
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# the loop (distributed set-up, checkpoints, logging, AMP and progress from au_lib.train.common)
+# ------------------------------------------------------------------------------------------------
+
+class _LossModule(nn.Module):
+    """Wraps :meth:`TCAE.losses` as ``forward`` so DDP sees one call per step."""
+
+    def __init__(self, model: TCAE) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, source: torch.Tensor, target: torch.Tensor) -> dict:
+        return self.model.losses(source, target)
+
+
+def _make_optimizer(model: nn.Module, cfg: TCAETrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _infinite(loader, sampler) -> Iterator[dict]:
+    epoch = 0
+    while True:
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        yield from loader
+        epoch += 1
+
+
+_NOT_BINDING = ("steps", "checkpoint_every", "log_every", "num_workers")
+
+
+def _resume_key(cfg_dict: Mapping) -> dict:
+    """The part of a training config a resumed run must share (length, logging and workers may change)."""
+    return {k: v for k, v in cfg_dict.items() if k not in _NOT_BINDING}
+
+
+def checkpoint_paths(run_dir: str | Path) -> list[tuple[int, Path]]:
+    """``[(step, path)]`` of the numbered checkpoints ``ckpt_<step>.pt`` in ``run_dir``, by step."""
+    out = []
+    for p in Path(run_dir).glob("ckpt_*.pt"):
+        try:
+            out.append((int(p.stem.split("_")[1]), p))
+        except ValueError:
+            continue
+    return sorted(out)
+
+
+@dataclass
+class TCAERun:
+    """What :func:`train_tcae` returns."""
+
+    model: TCAE
+    run_dir: Path
+    step: int
+    history: list = field(default_factory=list)   # the JSONL log rows
+    wall_time_s: float = 0.0                      # training time summed over resumed sessions
+
+    @property
+    def result(self) -> dict:
+        """The run's result file (config, final losses, provenance), via :func:`au_lib.results.load_result`."""
+        from au_lib.results import load_result
+
+        return load_result(self.run_dir / "result.json")
+
+
+def train_tcae(cfg: TCAETrainConfig, run_dir: str | Path, data: str | torch.utils.data.Dataset = "synthau",
+               device: str | torch.device | None = None, progress: bool = True, resume: bool = True,
+               data_options: Mapping[str, Any] | None = None, profile: str | None = None) -> TCAERun:
+    """Train (or resume) a TCAE run in ``run_dir``; returns the trained model in eval mode.
+
+    Writes ``config.json``, ``log.jsonl`` (one row per ``log_every`` steps: step and loss terms),
+    ``ckpt_<step>.pt`` at step 0, every ``checkpoint_every`` steps and at the end, and ``last.pt``
+    (with the optimiser; atomic writes). If ``last.pt`` exists with the same configuration it resumes
+    from it (``resume=True``); a different configuration is an error naming the file. The jitter of
+    step ``k`` is drawn from :func:`~au_lib.train.common.step_generator` ``(seed, k, rank)``.
+    """
+    from au_lib.provenance import atomic_write_json
+    from au_lib.train import common
+
+    t0 = time.perf_counter()
+    dist = common.init_distributed()
+    device = common.process_device(dist, None if device is None else str(device))
+    run_dir = Path(run_dir)
+    if dist.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    profile = profile or current_profile()
+    cfg_dict = json.loads(json.dumps(cfg.to_dict()))
+    data_name = data if isinstance(data, str) else type(data).__name__
+
+    with torch.random.fork_rng(devices=[]):  # seeded initialisation without touching the caller's RNG
+        torch.manual_seed(cfg.seed)
+        model = TCAE(cfg.model).to(device)
+    opt = _make_optimizer(model, cfg)
+    step = 0
+    wall_before = 0.0
+    last = common.latest_checkpoint(run_dir)
+    if resume and last is not None:
+        state = common.load_checkpoint(last, map_location=device)
+        if _resume_key(state.get("config", {})) != _resume_key(cfg_dict):
+            raise ValueError(f"{last}: was written with a different TCAE training config; "
+                             f"use another run directory or resume=False")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        step = int(state["step"])
+        wall_before = float(state.get("wall_s", 0.0))
+    if dist.is_main:
+        atomic_write_json(run_dir / "config.json", {"train_config": cfg_dict, "data": data_name, "profile": profile})
+    logf = run_dir / "log.jsonl"
+    history = [h for h in common.JsonlLogger.read(logf) if h.get("step", 0) <= step]
+    if dist.is_main:  # drop rows logged after the checkpoint we resume from
+        logf.write_text("".join(json.dumps(h) + "\n" for h in history))
+    logger = common.JsonlLogger(logf)
+
+    def save(at: int) -> None:
+        extra = {"model_config": cfg.model.to_dict(), "data": data_name, "profile": profile,
+                 "wall_s": wall_before + time.perf_counter() - t0}
+        common.save_checkpoint(run_dir / "last.pt", model=model, optimizer=opt, epoch=0, step=at,
+                               config=cfg_dict, extra=extra)
+        common.save_checkpoint(run_dir / f"ckpt_{at:07d}.pt", model=model, epoch=0, step=at, config=cfg_dict,
+                               extra=extra)
+
+    if step == 0:
+        save(0)  # the untrained model: the start of every "over training" curve
+    ran = step < cfg.steps
+    if ran:
+        ds = open_pair_data(data, cfg.model.image_size, profile, cfg.seed, **dict(data_options or {}))
+        if cfg.pool_pairs and data in ("synthau", "synth"):  # rendered on the fly: too slow to stream on a CPU
+            from au_lib.data.prepared import cache_root
+
+            opts = "_".join(f"{k}{v}" for k, v in sorted((data_options or {}).items()) if k != "progress")
+            pool_path = cache_root() / "tcae" / "pools" / f"{data}_{opts}_{cfg.model.image_size}px_{cfg.pool_pairs}_s{cfg.seed}.pt"
+            ds = pair_pool(ds, cfg.pool_pairs, pool_path if dist.is_main else None, cfg.seed, progress)
+        sampler = None
+        if dist.distributed:
+            sampler = torch.utils.data.DistributedSampler(ds, num_replicas=dist.world_size, rank=dist.rank,
+                                                          shuffle=True, seed=cfg.seed + step, drop_last=True)
+        loader = torch.utils.data.DataLoader(
+            ds, batch_size=cfg.batch_size, shuffle=sampler is None, sampler=sampler,
+            drop_last=len(ds) >= cfg.batch_size * dist.world_size, num_workers=cfg.num_workers,
+            collate_fn=collate_pairs, generator=torch.Generator().manual_seed(cfg.seed + 1000 * step),
+            persistent_workers=cfg.num_workers > 0)
+        net: nn.Module = _LossModule(model)
+        if dist.distributed:
+            net = nn.parallel.DistributedDataParallel(
+                net, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
+        model.train()
+        bar = common.progress(total=cfg.steps, initial=step, desc="train-tcae", enabled=progress)
+        it = _infinite(loader, sampler)
+        acc: dict[str, float] = {}
+        n_acc = 0
+        while step < cfg.steps:
+            batch = next(it)
+            src = batch["source"].to(device, non_blocking=True)
+            tgt = batch["target"].to(device, non_blocking=True)
+            if cfg.jitter:
+                src, tgt = jitter_pairs(src, tgt, cfg, common.step_generator(cfg.seed, step, dist.rank))
+            with common.autocast(device, enabled=cfg.amp):
+                terms = net(src, tgt)
+            loss = terms["total"]
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"train-tcae: non-finite loss at step {step} in {run_dir}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            for k, v in terms.items():
+                if k != "_output":
+                    acc[k] = acc.get(k, 0.0) + float(v.detach())
+            n_acc += 1
+            bar.update(1)
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                row = {"step": step, **{k: round(v / n_acc, 6) for k, v in acc.items()}}
+                history.append(row)
+                logger.log(**row)
+                bar.set_postfix(loss=f"{row['total']:.3f}", recon=f"{row['recon']:.3f}")
+                acc, n_acc = {}, 0
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                save(step)
+        bar.close()
+    wall = wall_before + time.perf_counter() - t0
+    result = run_dir / "result.json"
+    if dist.is_main and (not result.exists() or ran):
+        from au_lib.provenance import make_provenance
+        from au_lib.results import save_result
+
+        save_result(result, {"train_config": cfg_dict, "data": data_name},
+                    {"step": step, **(history[-1] if history else {})},
+                    make_provenance(profile, wall, device))
+    if dist.distributed:
+        torch.distributed.barrier()
+        common.cleanup_distributed()
+    return TCAERun(model.eval(), run_dir, step, history, wall)
+
+
+# ------------------------------------------------------------------------------------------------
+# evaluation over training
+# ------------------------------------------------------------------------------------------------
+
+def fixed_batch(dataset: torch.utils.data.Dataset, n: int | None = None, start: int = 0,
+                indices: list[int] | None = None) -> dict:
+    """A fixed evaluation batch: items ``indices`` of ``dataset``, or the first ``n`` from ``start``."""
+    if indices is None:
+        if n is None:
+            raise ValueError("fixed_batch: give n or indices")
+        indices = list(range(start, start + min(n, len(dataset) - start)))
+    if not indices:
+        raise ValueError(f"fixed_batch: no items selected from a dataset of {len(dataset)}")
+    return collate_pairs([dataset[i] for i in indices])
+
+
+def showcase_indices(dataset: torch.utils.data.Dataset, n: int = 16, seed: int = 0) -> list[int]:
+    """Indices of up to ``n`` pairs for a figure: one per subject when the dataset exposes
+    ``subjects`` and ``per_subject`` (SynthAU pairs), else ``n`` evenly spread items (one random
+    offset from ``seed``)."""
+    g = torch.Generator().manual_seed(seed)
+    subjects = getattr(dataset, "subjects", None)
+    per = getattr(dataset, "per_subject", None)
+    if subjects is not None and per:
+        k = min(n, len(subjects))
+        offs = torch.randint(0, per, (k,), generator=g).tolist()
+        return [i * per + o for i, o in enumerate(offs)]
+    k = min(n, len(dataset))
+    stride = len(dataset) / k
+    off = float(torch.rand(1, generator=g)) * stride
+    return [min(len(dataset) - 1, int(off + i * stride)) for i in range(k)]
+
+
+@torch.no_grad()
+def evaluate_checkpoints(run_dir: str | Path, batch: Mapping[str, torch.Tensor],
+                         device: str | torch.device = "cpu") -> list[dict]:
+    """:func:`~au_lib.models.tcae.disentanglement_metrics` of every ``ckpt_<step>.pt`` in ``run_dir``
+    on ``batch`` (synthetic pairs with ground truth) -> ``[{"step": s, **metrics}]`` by step."""
+    rows = []
+    ckpts = checkpoint_paths(run_dir)
+    if not ckpts:
+        raise FileNotFoundError(f"no ckpt_<step>.pt checkpoints in {run_dir}")
+    for step, path in ckpts:
+        model = load_tcae(path, map_location=device).to(device)
+        rows.append({"step": step, **disentanglement_metrics(model, batch)})
+    return rows
+
+
+__all__ = ["TCAETrainConfig", "TRAIN_PROFILES", "OFFICIAL_SWITCHES", "train_config", "ToyPairs", "open_pair_data",
+           "jitter_pairs", "collate_pairs", "PairPool", "pair_pool", "showcase_indices", "train_tcae", "TCAERun", "checkpoint_paths", "fixed_batch",
+           "evaluate_checkpoints"]
