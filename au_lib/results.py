@@ -60,6 +60,8 @@ def load_result(path: str | Path) -> dict:
         payload = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise CorruptResultError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
+    except UnicodeDecodeError as exc:
+        raise CorruptResultError(f"{path}: not text (binary garbage at byte {exc.start})") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION:
         raise CorruptResultError(f"{path}: not a result file of format {FORMAT_VERSION}")
     stored = payload.pop("checksum", None)

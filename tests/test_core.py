@@ -86,6 +86,9 @@ def test_result_files_roundtrip_reuse_and_corruption(tmp_path):
     path.write_text(text[: len(text) // 2])
     with pytest.raises(CorruptResultError, match="not valid JSON"):
         load_result(path)
+    path.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(CorruptResultError, match="not text"):
+        load_result(path)
     with pytest.warns(UserWarning, match="recomputing"):
         assert reusable(path, cfg) is None
     assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temp files
