@@ -1,0 +1,71 @@
+"""``au-lib finetune``: the 3-fold AU detection protocol for a trained network (MCM fine-tuning or a
+supervised baseline from scratch). Writes a result file (per-AU F1, mean, config, provenance)."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "fine-tune MCM or train a supervised baseline under the 3-fold AU protocol; write a result file"
+
+KINDS = ("scratch", "finetune")
+EXAMPLES = "scratch:resnet18, scratch:vit, finetune:mcm, finetune:mcm:fusion"
+
+
+def add_arguments(parser: argparse.ArgumentParser, examples: str = EXAMPLES) -> None:
+    parser.add_argument("--method", required=True, help=f"what to train: {examples}")
+    parser.add_argument("--checkpoint", default=None, help="pre-trained weights (MCM, TCAE)")
+    parser.add_argument("--dataset", default=None, help="synthau|bp4d|disfa|bp4dplus (default $AU_DATA or synthau)")
+    parser.add_argument("--view", default=None, help="synthau only: bp4d (12 AUs) or disfa (8 AUs)")
+    parser.add_argument("--root", default=None, help="dataset root (licensed datasets)")
+    parser.add_argument("--profile", default=None, help="smoke|cpu|paper (default $AU_PROFILE or cpu)")
+    parser.add_argument("--seeds", default=None, help="comma-separated seeds (default: the profile's)")
+    parser.add_argument("--epochs", type=int, default=None, help="override the profile's epochs")
+    parser.add_argument("--out", default=None, help="result file (default .cache/results/detection/<profile>/...)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA if available)")
+    parser.add_argument("--no-reuse", action="store_true", help="recompute even if a result with this config exists")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def run_protocol_command(args: argparse.Namespace, kinds: tuple[str, ...]) -> int:
+    """Shared body of ``finetune`` and ``evaluate``."""
+    from dataclasses import replace
+
+    from au_lib.data.registry import dataset_name
+    from au_lib.experiments.protocol import Method, protocol_settings, run_protocol, results_table
+    from au_lib.profiles import check_profile, current_profile
+
+    profile = check_profile(args.profile) if args.profile else current_profile()
+    method = Method.parse(args.method, args.checkpoint)
+    if method.kind not in kinds:
+        raise ValueError(f"--method {args.method!r}: this command runs {' / '.join(kinds)} methods")
+    settings = protocol_settings(profile)
+    if args.seeds:
+        try:
+            settings = replace(settings, seeds=tuple(int(s) for s in args.seeds.split(",")))
+        except ValueError:
+            raise ValueError(f"--seeds {args.seeds!r}: expected comma-separated integers") from None
+    if args.epochs is not None:
+        if args.epochs < 1:
+            raise ValueError(f"--epochs must be >= 1, got {args.epochs}")
+        key = {"probe": "probe", "scratch": "scratch", "finetune": "finetune"}[method.kind]
+        settings = replace(settings, **{key: replace(getattr(settings, key), epochs=args.epochs)})
+    name = dataset_name(args.dataset)
+    options = {}
+    if args.view:
+        options["view"] = args.view
+    if args.root:
+        options["root"] = args.root
+    res = run_protocol(method, name, options, profile=profile, settings=settings, out=args.out,
+                       device=args.device, progress=not args.no_progress, reuse=not args.no_reuse)
+    met = res["metrics"]
+    print(f"{method.name} on {name}{' (' + args.view + ')' if args.view else ''}, profile {profile}: "
+          f"mean F1 {100 * met['honest']['mean']:.1f} "
+          f"(+/- {100 * met['honest']['std_over_folds']:.1f} over folds; at 0.5: "
+          f"{100 * met['fixed_threshold']['mean']:.1f})")
+    print(results_table({method.name: res}).round(1).to_string())
+    print(f"result: {res['path']}")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    return run_protocol_command(args, KINDS)

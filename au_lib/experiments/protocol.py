@@ -1,0 +1,687 @@
+"""The AU detection protocol every chapter and ablation uses: 3 subject-exclusive folds, honest selection.
+
+For each seed and each of the dataset's three folds (from :func:`au_lib.data.registry.dataset_folds`):
+
+1. carve validation subjects out of the fold's *training* subjects
+   (:func:`au_lib.data.folds.validation_split`);
+2. train the classifier on the rest with the class-weighted masked BCE (weights from the training
+   split only), keeping the epoch with the best validation mean F1 (early stopping);
+3. choose one threshold per AU on the validation frames (:func:`au_lib.metrics.choose_thresholds`);
+4. score the untouched test fold: per-AU F1 with the validation thresholds (the headline number),
+   and at the fixed threshold 0.5.
+
+Public code often picks the epoch and the threshold *on the test fold*. So that its effect can be
+shown, each fold also records that optimistic number (best epoch and per-AU thresholds chosen on the
+test labels), always under the key ``test_tuned``; nothing in steps 1-4 depends on it.
+
+Methods (:class:`Method`, parsed from strings):
+
+- ``probe:<extractor>``: BatchNorm + Linear on frozen features, extracted once per dataset and cached.
+  Extractors: ``pixels`` (8x8 average-pooled pixels, no learning), ``random-vit`` (a frozen random ViT),
+  ``mcm`` (the pre-trained MCM encoder), ``tcae-au`` / ``tcae-pose`` (TCAE's two 256-d embeddings).
+- ``scratch:resnet18`` / ``scratch:vit``: supervised baselines from random initialisation.
+- ``finetune:mcm`` / ``finetune:mcm:fusion``: the MCM encoder fine-tuned on RGB, or on the fused
+  modalities (the mean of the encoder's features over a set of channel-mixing subsets).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from au_lib.data.folds import Fold, validation_split
+from au_lib.metrics import choose_thresholds, class_weights, f1_per_au
+from au_lib.profiles import current_profile, pick
+from au_lib.provenance import REPO_ROOT
+from au_lib.train.finetune import FrameTable, TrainConfig, extract_features, fit, materialize, predict
+
+
+@dataclass(frozen=True)
+class ProtocolSettings:
+    """Sizes of one protocol run (a row of :data:`PROTOCOL_PROFILES`)."""
+
+    image_size: int
+    seeds: tuple[int, ...]
+    probe: TrainConfig
+    finetune: TrainConfig
+    scratch: TrainConfig
+    val_fraction: float = 0.2
+    drop_path: float = 0.1
+    max_frames_per_subject: int | None = None  # evenly spaced subsample (keeps cpu runs short)
+    feature_batch: int = 128
+    fusion_subsets: tuple[str, ...] = ("RGB", "RGD", "RGT", "RDT", "GDT", "BDT")
+    report_test_tuned: bool = True
+
+
+PROTOCOL_PROFILES: dict[str, ProtocolSettings] = {
+    "smoke": ProtocolSettings(
+        image_size=32, seeds=(0,), max_frames_per_subject=12,
+        probe=TrainConfig(epochs=40, batch_size=32, lr=3e-2, weight_decay=1e-4, layer_decay=1.0,
+                          warmup_epochs=0, patience=40, flip=False),
+        finetune=TrainConfig(epochs=2, batch_size=32, lr=1e-3, layer_decay=0.75, warmup_epochs=0.5, patience=2),
+        scratch=TrainConfig(epochs=2, batch_size=32, lr=1e-3, layer_decay=1.0, warmup_epochs=0.5, patience=2)),
+    # Sized for about ten minutes of a 2-core laptop for the whole detection chapter (8-9 trained
+    # networks x 3 folds): few frames per subject, few epochs. Its numbers illustrate, they do not rank.
+    "cpu": ProtocolSettings(
+        image_size=64, seeds=(0,), max_frames_per_subject=10,
+        probe=TrainConfig(epochs=60, batch_size=64, lr=1e-2, weight_decay=1e-4, layer_decay=1.0,
+                          warmup_epochs=1, patience=20, flip=False),
+        finetune=TrainConfig(epochs=5, batch_size=32, lr=1e-3, layer_decay=0.75, warmup_epochs=1, patience=3),
+        scratch=TrainConfig(epochs=5, batch_size=32, lr=1e-3, layer_decay=1.0, warmup_epochs=1, patience=3)),
+    "paper": ProtocolSettings(
+        image_size=224, seeds=(0, 1, 2), max_frames_per_subject=None, fusion_subsets=(),  # () = all 10
+        probe=TrainConfig(epochs=90, batch_size=256, lr=1e-3, weight_decay=0.0, layer_decay=1.0,
+                          warmup_epochs=2, patience=15, flip=False),
+        finetune=TrainConfig(epochs=30, batch_size=64, lr=5e-4, weight_decay=0.05, layer_decay=0.65,
+                             warmup_epochs=3, patience=6),
+        scratch=TrainConfig(epochs=30, batch_size=64, lr=5e-4, weight_decay=0.05, layer_decay=1.0,
+                            warmup_epochs=3, patience=6)),
+}
+
+
+def protocol_settings(profile: str | None = None, **overrides) -> ProtocolSettings:
+    """The protocol row of ``profile`` (default ``$AU_PROFILE``) with field overrides."""
+    return pick(PROTOCOL_PROFILES, profile, **overrides)
+
+
+# --------------------------------------------------------------------------------------------
+# Methods
+# --------------------------------------------------------------------------------------------
+
+EXTRACTORS = ("pixels", "random-vit", "mcm", "tcae-au", "tcae-pose")
+BACKBONES = ("resnet18", "vit", "mcm")
+
+
+@dataclass(frozen=True)
+class Method:
+    """What is trained: ``kind`` ``probe`` | ``scratch`` | ``finetune``; ``backbone`` an extractor
+    (probes) or a network; ``modality`` ``rgb`` | ``fusion``; ``checkpoint`` for pre-trained weights."""
+
+    kind: str
+    backbone: str
+    modality: str = "rgb"
+    checkpoint: str | None = None
+
+    @classmethod
+    def parse(cls, text: str, checkpoint: str | None = None) -> "Method":
+        """``"probe:tcae-au"``, ``"scratch:resnet18"``, ``"finetune:mcm:fusion"`` -> Method.
+
+        Raises:
+            ValueError: naming the bad part.
+        """
+        parts = text.strip().lower().split(":")
+        if len(parts) not in (2, 3) or parts[0] not in ("probe", "scratch", "finetune"):
+            raise ValueError(f"method {text!r}: expected probe:<extractor>, scratch:<resnet18|vit> or "
+                             f"finetune:mcm[:rgb|fusion]")
+        kind, backbone = parts[0], parts[1]
+        modality = parts[2] if len(parts) == 3 else "rgb"
+        if kind == "probe" and backbone not in EXTRACTORS:
+            raise ValueError(f"method {text!r}: unknown extractor {backbone!r}; choose from {', '.join(EXTRACTORS)}")
+        if kind == "scratch" and backbone not in ("resnet18", "vit"):
+            raise ValueError(f"method {text!r}: scratch baselines are resnet18 and vit")
+        if kind == "finetune" and backbone != "mcm":
+            raise ValueError(f"method {text!r}: only the MCM encoder is fine-tuned (finetune:mcm)")
+        if modality not in ("rgb", "fusion"):
+            raise ValueError(f"method {text!r}: modality must be rgb or fusion")
+        if modality == "fusion" and kind != "finetune":
+            raise ValueError(f"method {text!r}: fusion applies to finetune:mcm only")
+        if backbone in ("mcm", "tcae-au", "tcae-pose") and checkpoint is None:
+            raise ValueError(f"method {text!r} needs a pre-trained checkpoint (--checkpoint)")
+        return cls(kind, backbone, modality, None if checkpoint is None else str(checkpoint))
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}:{self.backbone}" + (":fusion" if self.modality == "fusion" else "")
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return ("rgb", "depth", "thermal") if self.modality == "fusion" else ("rgb",)
+
+
+class _Pixels(nn.Module):
+    """No-learning reference features: ``(B,C,H,W) -> (B, C*64)`` 8x8 average-pooled pixels."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.adaptive_avg_pool2d(x, 8).flatten(1)
+
+
+def _checkpoint_sha(path: str | None) -> str | None:
+    if path is None:
+        return None
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"checkpoint not found: {p}")
+    return hashlib.sha256(p.read_bytes()).hexdigest()[:16]
+
+
+def make_extractor(name: str, *, image_size: int, checkpoint: str | None = None, seed: int = 0,
+                   profile: str | None = None) -> nn.Module:
+    """A frozen feature extractor ``(B,3,H,W) -> (B,D)`` by name (see :data:`EXTRACTORS`)."""
+    if name == "pixels":
+        return _Pixels()
+    if name == "random-vit":
+        from au_lib.models.baselines import create_baseline
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)  # timm initialises from the global RNG; fork keeps it untouched
+            return create_baseline("vit", image_size, profile=profile).eval()
+    if name == "mcm":
+        from au_lib.models.mcm import load_pretrained_encoder
+
+        enc = load_pretrained_encoder(checkpoint).eval()
+        return _Features(enc.forward_features, keep=enc, size=enc.cfg.img_size)
+    if name in ("tcae-au", "tcae-pose"):
+        from au_lib.models.tcae import load_tcae
+
+        model = load_tcae(checkpoint)
+        which = 0 if name == "tcae-au" else 1
+        return _Features(lambda x: model.encode(x)[which], keep=model, size=model.cfg.image_size)
+    raise KeyError(f"unknown extractor {name!r}; choose from {', '.join(EXTRACTORS)}")
+
+
+class _Features(nn.Module):
+    """Wrap ``fn: (B,3,S,S) -> (B,D)``; inputs of another size are resized (bilinear) to ``size``."""
+
+    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], keep: nn.Module | None = None,
+                 size: int | None = None):
+        super().__init__()
+        self.fn = fn
+        self.keep = keep
+        self.size = size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.size is not None and x.shape[-1] != self.size:
+            x = nn.functional.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False,
+                                          antialias=True)
+        return self.fn(x)
+
+
+def make_network(method: Method, num_aus: int, settings: ProtocolSettings, profile: str | None = None,
+                 seed: int = 0) -> nn.Module:
+    """The trainable classifier of a ``scratch`` or ``finetune`` method: encoder + multi-label head."""
+    from au_lib.models.heads import EncoderClassifier
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # model init from a seed, without touching the caller's global RNG
+        if method.kind == "scratch":
+            from au_lib.models.baselines import create_baseline
+
+            enc = create_baseline(method.backbone, settings.image_size, drop_path=settings.drop_path, profile=profile)
+            return EncoderClassifier(enc, enc.num_features, num_aus)
+        from au_lib.models import mcm
+
+        enc = mcm.load_pretrained_encoder(method.checkpoint, drop_path=settings.drop_path)
+        if enc.cfg.img_size != settings.image_size:
+            raise ValueError(f"{method.checkpoint}: MCM encoder takes {enc.cfg.img_size}px images but the protocol "
+                             f"uses {settings.image_size}px; use a checkpoint of the same profile")
+        dim = int(enc.embed_dim)
+        if method.modality == "fusion":
+            from au_lib.models.heads import SubsetFusion
+
+            enc = SubsetFusion(enc, settings.fusion_subsets or None, seed=seed)
+        return EncoderClassifier(enc, dim, num_aus)
+
+
+# --------------------------------------------------------------------------------------------
+# One fold
+# --------------------------------------------------------------------------------------------
+
+def training_weights(labels: np.ndarray, aus: Sequence[int]) -> np.ndarray:
+    """JAA-Net/ME-GraphAU weights (:func:`au_lib.metrics.class_weights`) of the training labels.
+
+    An AU that never occurs in a (tiny) training split would get an infinite weight; it is counted
+    as if it occurred once (rate ``1/N_known``), with a warning naming it, instead of failing the run.
+    """
+    import warnings
+
+    from au_lib.metrics import known_mask
+
+    known = known_mask(labels)
+    pos = ((labels == 1) & known).sum(0)
+    if (pos > 0).all():
+        return class_weights(labels, aus)
+    missing = [f"AU{a}" for a, p in zip(aus, pos) if p == 0]
+    warnings.warn(f"{', '.join(missing)} never occur(s) in this training split; weighted as one occurrence",
+                  stacklevel=2)
+    rate = np.maximum(pos, 1) / np.maximum(known.sum(0), 1)
+    inv = 1.0 / rate
+    return inv / inv.sum() * len(rate)
+
+
+@dataclass
+class FoldOutcome:
+    """Everything one (seed, fold) run produced. F1 values in [0, 1]."""
+
+    fold: int
+    seed: int
+    val_subjects: tuple[str, ...]
+    best_epoch: int
+    thresholds: np.ndarray  # (A,) chosen on validation
+    f1: np.ndarray  # (A,) test F1 with validation thresholds (headline)
+    f1_fixed: np.ndarray  # (A,) test F1 at 0.5
+    f1_test_tuned: np.ndarray | None  # (A,) epoch and thresholds chosen on test labels (optimistic)
+    test_tuned_epoch: int | None
+    history: list[dict]
+    test_rows: np.ndarray  # indices into the FrameTable
+    test_scores: np.ndarray  # (n_test, A) probabilities
+
+    def summary(self) -> dict:
+        nan = lambda a: [None if not np.isfinite(v) else float(v) for v in a]  # noqa: E731
+        return {"fold": self.fold, "seed": self.seed, "val_subjects": list(self.val_subjects),
+                "best_epoch": self.best_epoch, "thresholds": self.thresholds.tolist(),
+                "f1": nan(self.f1), "mean": float(np.nanmean(self.f1)),
+                "f1_fixed": nan(self.f1_fixed), "mean_fixed": float(np.nanmean(self.f1_fixed)),
+                "f1_test_tuned": None if self.f1_test_tuned is None else nan(self.f1_test_tuned),
+                "mean_test_tuned": None if self.f1_test_tuned is None else float(np.nanmean(self.f1_test_tuned)),
+                "test_tuned_epoch": self.test_tuned_epoch, "history": self.history}
+
+
+def _inputs(table: FrameTable, method: Method) -> torch.Tensor:
+    """The network input: RGB, or for fusion the 5 channels R,G,B,D,T."""
+    if method.modality == "rgb":
+        return table.x[:, :3]
+    need = ("r", "g", "b", "depth", "thermal")
+    missing = [c for c in need if c not in table.channels]
+    if missing:
+        raise ValueError(f"fusion needs depth and thermal; this dataset has channels {table.channels}")
+    return table.x[:, [table.channels.index(c) for c in need]]
+
+
+def run_fold(table: FrameTable, fold: Fold, method: Method, settings: ProtocolSettings, *, seed: int = 0,
+             features: torch.Tensor | None = None, device: torch.device | str = "cpu",
+             progress: bool = False, profile: str | None = None, checkpoint: Path | None = None) -> FoldOutcome:
+    """Train and evaluate one fold (see the module docstring for the steps).
+
+    ``features`` (``(N, D)``, rows of ``table``) is required for probes. The test fold's labels are
+    read only after training and threshold selection, and only to score.
+    """
+    tr_subj, val_subj = validation_split(fold.train, settings.val_fraction, seed=seed + fold.index)
+    tr, va, te = table.rows(tr_subj), table.rows(val_subj), table.rows(fold.test)
+    if set(table.subject[te]) & set(table.subject[np.concatenate([tr, va])]):
+        raise RuntimeError(f"fold {fold.index}: test subjects leak into training")  # pragma: no cover
+    x = features if method.kind == "probe" else _inputs(table, method)
+    if x is None:
+        raise ValueError("a probe needs features: pass features=extract_features(...)")
+    y = table.au
+    weights = training_weights(y[tr].numpy(), table.aus)
+    if method.kind == "probe":
+        from au_lib.models.heads import LinearProbe
+
+        cfg = settings.probe
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model: nn.Module = LinearProbe(x.shape[1], len(table.aus))
+    else:
+        cfg = settings.finetune if method.kind == "finetune" else settings.scratch
+        model = make_network(method, len(table.aus), settings, profile=profile, seed=seed)
+
+    monitor = None
+    if settings.report_test_tuned:
+        x_te, y_te = x[te], y[te].numpy()
+
+        def monitor(m: nn.Module, epoch: int) -> dict:  # reported, never used to select
+            s = predict(m, x_te, device=device)
+            thr = choose_thresholds(y_te, s)
+            return {"test_f1_fixed": f1_per_au(y_te, s).mean,
+                    "test_tuned_f1": f1_per_au(y_te, s, thr).mean,
+                    "_test_tuned_per_au": f1_per_au(y_te, s, thr).per_au.tolist()}
+
+    res = fit(model, (x[tr], y[tr]), (x[va], y[va]), cfg, weights=weights, seed=seed * 1000 + fold.index,
+              device=device, checkpoint=checkpoint, monitor=monitor, progress=progress,
+              desc=f"{method.name} fold {fold.index}")
+    val_scores = predict(res.model, x[va], device=device)
+    thresholds = choose_thresholds(y[va].numpy(), val_scores)
+    test_scores = predict(res.model, x[te], device=device)
+    y_te = y[te].numpy()
+    f1 = f1_per_au(y_te, test_scores, thresholds).per_au
+    f1_fixed = f1_per_au(y_te, test_scores).per_au
+    tuned, tuned_epoch = None, None
+    hist = [{k: v for k, v in h.items() if not k.startswith("_")} for h in res.history]
+    if settings.report_test_tuned and res.history:
+        best = max(res.history, key=lambda h: h["test_tuned_f1"])
+        tuned, tuned_epoch = np.asarray(best["_test_tuned_per_au"], dtype=float), int(best["epoch"])
+    return FoldOutcome(fold=fold.index, seed=seed, val_subjects=tuple(val_subj), best_epoch=res.best_epoch,
+                       thresholds=thresholds, f1=f1, f1_fixed=f1_fixed, f1_test_tuned=tuned,
+                       test_tuned_epoch=tuned_epoch, history=hist, test_rows=te, test_scores=test_scores)
+
+
+# --------------------------------------------------------------------------------------------
+# Data and features, loaded once
+# --------------------------------------------------------------------------------------------
+
+def cache_dir() -> Path:
+    """``$AU_CACHE`` or ``<repo>/.cache``."""
+    import os
+
+    return Path(os.environ.get("AU_CACHE") or REPO_ROOT / ".cache")
+
+
+def subsample(table: FrameTable, per_subject: int | None) -> FrameTable:
+    """Keep at most ``per_subject`` evenly spaced frames of each subject (deterministic)."""
+    if per_subject is None:
+        return table
+    keep = []
+    for s in dict.fromkeys(table.subject.tolist()):
+        idx = np.flatnonzero(table.subject == s)
+        if len(idx) > per_subject:
+            idx = idx[np.round(np.linspace(0, len(idx) - 1, per_subject)).astype(int)]
+        keep.append(idx)
+    k = np.sort(np.concatenate(keep))
+    return replace(table, x=table.x[k], au=table.au[k], subject=table.subject[k],
+                   au_intensity=None if table.au_intensity is None else table.au_intensity[k],
+                   sequence=None if table.sequence is None else table.sequence[k],
+                   frame=None if table.frame is None else table.frame[k])
+
+
+def open_for_protocol(dataset: str, dataset_options: dict, modalities: Sequence[str], image_size: int,
+                      profile: str):
+    """Open ``dataset`` (all subjects) through the registry; returns ``(dataset, fingerprint)``.
+
+    The fingerprint identifies the data version (SynthAU's cache folder holds a hash of its generator
+    settings; a licensed dataset's root path) so cached tables and results are not reused across versions.
+    """
+    from au_lib.data.registry import open_dataset
+
+    ds = open_dataset(dataset, modalities=tuple(modalities), image_size=image_size, profile=profile,
+                      **dataset_options)
+    folder = getattr(ds, "folder", None) or getattr(ds, "root", None)
+    return ds, f"{Path(folder).name if folder else type(ds).__name__}:{len(ds)}"
+
+
+def load_table(dataset: str, dataset_options: dict, modalities: Sequence[str], image_size: int,
+               profile: str, per_subject: int | None, progress: bool = False, cache: bool = True) -> FrameTable:
+    """Open ``dataset`` through the registry (all subjects), read it into memory, subsample; cached on disk."""
+    from au_lib.data.registry import dataset_module
+    from au_lib.provenance import atomic_torch_save
+    from au_lib.results import config_key
+
+    ds, fingerprint = open_for_protocol(dataset, dataset_options, modalities, image_size, profile)
+    key = config_key({"dataset": dataset, "options": dataset_options, "modalities": list(modalities),
+                      "image_size": image_size, "profile": profile, "per_subject": per_subject,
+                      "data": fingerprint})
+    path = cache_dir() / "detection" / "frames" / f"{dataset}-{key}.pt"
+    if cache and path.exists():
+        return FrameTable(**torch.load(path, weights_only=False))
+    aus = getattr(ds, "aus", None) or getattr(dataset_module(dataset), "AUS", None)
+    table = subsample(materialize(ds, modalities, aus=aus, progress=progress), per_subject)
+    if cache:
+        atomic_torch_save(asdict(table), path)
+    return table
+
+
+# --------------------------------------------------------------------------------------------
+# The whole protocol
+# --------------------------------------------------------------------------------------------
+
+def aggregate(outcomes: Sequence[FoldOutcome], aus: Sequence[int]) -> dict:
+    """Per-AU and mean F1 averaged over folds (then seeds), with spreads. Values in [0, 1]."""
+    def block(get) -> dict:
+        arr = np.array([get(o) for o in outcomes], dtype=float)  # (runs, A)
+        seeds = sorted({o.seed for o in outcomes})
+        per_seed = np.array([np.nanmean(arr[[o.seed == s for o in outcomes]], 0) for s in seeds])
+        fold_means = np.nanmean(arr, 1)
+        return {"per_au": np.nanmean(per_seed, 0).tolist(), "mean": float(np.nanmean(per_seed)),
+                "std_over_folds": float(np.std(fold_means)),
+                "std_over_seeds": float(np.std(np.nanmean(per_seed, 1))) if len(seeds) > 1 else None,
+                "per_fold_mean": fold_means.tolist()}
+
+    out = {"aus": list(aus), "honest": block(lambda o: o.f1), "fixed_threshold": block(lambda o: o.f1_fixed),
+           "runs": [o.summary() for o in outcomes]}
+    if all(o.f1_test_tuned is not None for o in outcomes):
+        out["test_tuned"] = block(lambda o: o.f1_test_tuned)
+    return out
+
+
+def result_path(dataset: str, dataset_options: dict, method: Method, profile: str, root: Path | None = None) -> Path:
+    """Default result file: ``<cache>/results/detection/<profile>/<dataset>[-<view>]-<method>.json``."""
+    view = dataset_options.get("view")
+    stem = f"{dataset}{'-' + str(view) if view else ''}-{method.name.replace(':', '_')}"
+    return (root or cache_dir() / "results" / "detection" / profile) / f"{stem}.json"
+
+
+def run_protocol(method: Method | str, dataset: str = "synthau", dataset_options: dict | None = None, *,
+                 checkpoint: str | None = None, profile: str | None = None, settings: ProtocolSettings | None = None,
+                 out: str | Path | None = None, device: torch.device | str | None = None,
+                 progress: bool = True, reuse: bool = True, folds: Sequence[Fold] | None = None) -> dict:
+    """Run the whole protocol for ``method`` on ``dataset`` and write a result file; return it loaded.
+
+    Re-running with the same config returns the stored result (:func:`au_lib.results.reusable`).
+    Test-fold predictions are saved beside it (``.preds.npz``) for error analysis.
+    """
+    from au_lib.data.registry import dataset_folds
+    from au_lib.provenance import atomic_write_bytes, choose_device, make_provenance, timed
+    from au_lib.results import config_key, load_result, reusable, save_result
+
+    profile = profile or current_profile()
+    settings = settings or protocol_settings(profile)
+    dataset_options = dict(dataset_options or {})
+    m = Method.parse(method, checkpoint) if isinstance(method, str) else method
+    device = torch.device(device) if device is not None else choose_device()
+    folds = list(folds) if folds is not None else list(dataset_folds(dataset, profile=profile, **dataset_options))
+    _, fingerprint = open_for_protocol(dataset, dataset_options, m.modalities, settings.image_size, profile)
+    config = {"task": "au-detection", "method": m.name, "checkpoint_sha": _checkpoint_sha(m.checkpoint),
+              "dataset": dataset, "dataset_options": dataset_options, "data": fingerprint, "profile": profile,
+              "settings": asdict(settings), "folds": [asdict(f) for f in folds]}
+    path = Path(out) if out is not None else result_path(dataset, dataset_options, m, profile)
+    preds_path = path.with_suffix(".preds.npz")
+    if reuse and (hit := reusable(path, config)) is not None and preds_path.exists():
+        return hit
+    work_dir = path.parent / "work" / f"{path.stem}-{config_key(config)}"
+    with timed() as t:
+        table = load_table(dataset, dataset_options, m.modalities, settings.image_size, profile,
+                           settings.max_frames_per_subject, progress=progress)
+        features = None
+        outcomes = []
+        for seed in settings.seeds:
+            if m.kind == "probe":
+                features = probe_features(table, m, settings, seed=seed, device=device, progress=progress,
+                                          profile=profile)
+            for fold in folds:
+                outcomes.append(_resumable_fold(table, fold, m, settings, seed, features, device, progress, profile,
+                                                work_dir / f"seed{seed}-fold{fold.index}"))
+    metrics = aggregate(outcomes, table.aus)
+    import io
+
+    buf = io.BytesIO()
+    np.savez_compressed(buf, rows=np.concatenate([o.test_rows for o in outcomes]),
+                        scores=np.concatenate([o.test_scores for o in outcomes]),
+                        fold=np.concatenate([np.full(len(o.test_rows), o.fold) for o in outcomes]),
+                        seed=np.concatenate([np.full(len(o.test_rows), o.seed) for o in outcomes]),
+                        thresholds=np.stack([o.thresholds for o in outcomes]))
+    atomic_write_bytes(preds_path, buf.getvalue())
+    save_result(path, config, metrics, make_provenance(profile, t["seconds"], device),
+                extra={"frames": len(table), "subjects": len(set(table.subject.tolist())),
+                       "channels": list(table.channels), "preds": preds_path.name})
+    shutil.rmtree(work_dir, ignore_errors=True)
+    return load_result(path)
+
+
+def _resumable_fold(table, fold, method, settings, seed, features, device, progress, profile,
+                    stem: Path) -> FoldOutcome:
+    """:func:`run_fold` with resume: a finished fold is read back from ``stem.outcome.pt``; an
+    interrupted one resumes from its last epoch checkpoint, which is deleted once the fold is done."""
+    from au_lib.provenance import atomic_torch_save
+
+    done = stem.with_suffix(".outcome.pt")
+    if done.exists():
+        return FoldOutcome(**torch.load(done, weights_only=False))
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    out = run_fold(table, fold, method, settings, seed=seed, features=features, device=device, progress=progress,
+                   profile=profile, checkpoint=stem.with_suffix(".ckpt.pt"))
+    atomic_torch_save(asdict(out), done)
+    stem.with_suffix(".ckpt.pt").unlink(missing_ok=True)
+    return out
+
+
+def probe_features(table: FrameTable, method: Method, settings: ProtocolSettings, *, seed: int = 0,
+                   device: torch.device | str = "cpu", progress: bool = False, profile: str | None = None,
+                   cache: bool = True) -> torch.Tensor:
+    """Frozen features ``(N, D)`` of every frame of ``table``, extracted once and cached on disk."""
+    from au_lib.provenance import atomic_torch_save
+    from au_lib.results import config_key
+
+    key = config_key({"extractor": method.backbone, "ckpt": _checkpoint_sha(method.checkpoint), "seed": seed,
+                      "n": len(table), "x": float(table.x[:, :3].double().sum()), "size": settings.image_size,
+                      "profile": profile})
+    path = cache_dir() / "detection" / "features" / f"{method.backbone}-{key}.pt"
+    if cache and path.exists():
+        return torch.load(path, weights_only=True)
+    ext = make_extractor(method.backbone, image_size=settings.image_size, checkpoint=method.checkpoint,
+                         seed=seed, profile=profile).to(device)
+    feats = extract_features(ext, table.x[:, :3], settings.feature_batch, device=device, progress=progress)
+    if cache:
+        atomic_torch_save(feats, path)
+    return feats
+
+
+def load_predictions(result: dict) -> dict[str, np.ndarray]:
+    """The test-fold predictions stored beside a result file (``rows``, ``scores``, ``fold``, ``seed``)."""
+    path = Path(result["path"]).with_suffix(".preds.npz")
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
+def results_table(results: dict[str, dict], which: str = "honest", percent: bool = True):
+    """A pandas DataFrame in the papers' layout: one row per method, one column per AU, then Avg."""
+    import pandas as pd
+
+    rows = {}
+    for name, res in results.items():
+        met = res["metrics"]
+        block = met.get(which)
+        if block is None:
+            continue
+        scale = 100.0 if percent else 1.0
+        row = {f"AU{a}": (np.nan if v is None else v * scale) for a, v in zip(met["aus"], block["per_au"])}
+        row["Avg"] = block["mean"] * scale
+        rows[name] = row
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+# --------------------------------------------------------------------------------------------
+# Per-AU analysis
+# --------------------------------------------------------------------------------------------
+
+def au_difficulty(table: FrameTable, result: dict, which: str = "honest"):
+    """Per-AU F1 beside the properties that make an AU hard, as a pandas DataFrame (one row per AU).
+
+    Columns: ``f1`` (%), ``occurrence`` (fraction of known frames where present), ``intensity``
+    (mean FACS intensity when present; NaN if the dataset has none), ``evidence`` (how much of the
+    face the AU visibly changes, and how strongly: the mean absolute pixel difference, in 1/255
+    units, between a subject's average frame with and without the AU, minus the same statistic with
+    the AU's labels shuffled within the subject, the noise floor of small averages), ``partner`` and
+    ``partner_cooc`` (the AU most often present with it and ``P(partner | AU)``), ``region``.
+    """
+    import pandas as pd
+
+    from au_lib.facs import FACS
+    from au_lib.metrics import occurrence_rates
+
+    lab = table.au.numpy()
+    aus = table.aus
+    met = result["metrics"][which]
+    occ = occurrence_rates(lab)
+    rows = []
+    subjects = list(dict.fromkeys(table.subject.tolist()))
+    x = table.x[:, :3]
+    for i, a in enumerate(aus):
+        pos = lab[:, i] == 1
+        inten = float("nan")
+        if table.au_intensity is not None and pos.any():
+            v = table.au_intensity[pos, i].numpy()
+            v = v[v >= 0]
+            inten = float(v.mean()) if v.size else float("nan")
+        diffs = []
+        rng = np.random.default_rng(i)
+        for s in subjects:
+            rows_s = np.flatnonzero((table.subject == s) & (lab[:, i] >= 0))
+            p = lab[rows_s, i] == 1
+            if 0 < p.sum() < len(p):
+                gap = lambda q: float((x[rows_s[q]].mean(0) - x[rows_s[~q]].mean(0)).abs().mean()) * 255  # noqa: E731
+                diffs.append(gap(p) - gap(rng.permutation(p)))
+        co = [((lab[:, j] == 1) & pos).sum() / max(1, pos.sum()) if j != i else -1 for j in range(len(aus))]
+        j = int(np.argmax(co))
+        rows.append({"AU": f"AU{a}", "f1": 100 * (met["per_au"][i] if met["per_au"][i] is not None else np.nan),
+                     "occurrence": float(occ[i]), "intensity": inten,
+                     "evidence": float(np.mean(diffs)) if diffs else float("nan"),
+                     "partner": f"AU{aus[j]}", "partner_cooc": float(co[j]),
+                     "region": FACS[a].region if a in FACS else "?"})
+    return pd.DataFrame(rows).set_index("AU")
+
+
+def error_examples(table: FrameTable, result: dict, au: int, kind: str = "fp", n: int = 4,
+                   seed: int | None = None) -> list[int]:
+    """Row indices of ``table`` that the stored test predictions got wrong for AU ``au``.
+
+    ``kind`` ``"fp"`` (predicted present, labelled absent) or ``"fn"``; uses each fold's validation
+    thresholds; the most confident mistakes first.
+    """
+    if kind not in ("fp", "fn"):
+        raise ValueError(f"kind must be 'fp' or 'fn', got {kind!r}")
+    if au not in table.aus:
+        raise KeyError(f"AU{au} is not among this dataset's AUs {table.aus}")
+    i = table.aus.index(au)
+    preds = load_predictions(result)
+    runs = result["metrics"]["runs"]
+    s0 = runs[0]["seed"] if seed is None else seed
+    thr = {(r["seed"], r["fold"]): r["thresholds"][i] for r in runs}
+    keep = preds["seed"] == s0
+    rows, sc, fold = preds["rows"][keep], preds["scores"][keep, i], preds["fold"][keep]
+    t = np.array([thr[(s0, int(f))] for f in fold])
+    y = table.au[rows, i].numpy()
+    if kind == "fp":
+        wrong = (sc >= t) & (y == 0)
+        order = np.argsort(-(sc - t)[wrong])
+    else:
+        wrong = (sc < t) & (y == 1)
+        order = np.argsort((sc - t)[wrong])
+    return rows[wrong][order][:n].tolist()
+
+
+# --------------------------------------------------------------------------------------------
+# Pre-trained models for the chapters (reuse a finished run, else train one)
+# --------------------------------------------------------------------------------------------
+
+def pretrained_mcm(profile: str | None = None, progress: bool = False) -> tuple[Path, dict]:
+    """The MCM encoder checkpoint of ``profile`` and its run summary (a result dict).
+
+    Reuses the run in ``<cache>/mcm/<profile>`` (the MCM chapter's) when finished; otherwise
+    pre-trains it with :func:`au_lib.train.pretrain.run_pretraining`, which resumes a partial run.
+    """
+    from au_lib.train.pretrain import resolve_config, run_pretraining
+
+    profile = profile or current_profile()
+    run = run_pretraining(resolve_config(profile), "synthau", cache_dir() / "mcm" / profile, profile=profile,
+                          show_progress=progress)
+    return Path(run["path"]).parent / run["extra"]["checkpoint"], run
+
+
+def pretrained_tcae(profile: str | None = None, progress: bool = False) -> tuple[Path, dict]:
+    """A trained TCAE checkpoint for ``profile`` and a description of where it came from.
+
+    Reuses ``<cache>/tcae/synthau_<profile>/last.pt`` (the TCAE chapter's run) when it has finished
+    its steps; otherwise trains :func:`au_lib.train.tcae.train_config` ``(profile)`` into
+    ``<cache>/detection/tcae/<profile>`` (resumable).
+    """
+    import json
+
+    from au_lib.train.tcae import train_config, train_tcae
+
+    profile = profile or current_profile()
+    shared = cache_dir() / "tcae" / f"synthau_{profile}"
+    if (shared / "last.pt").exists() and (shared / "config.json").exists():
+        cfg = json.loads((shared / "config.json").read_text()).get("train_config", {})
+        state = torch.load(shared / "last.pt", map_location="cpu", weights_only=False)
+        if int(state.get("step", -1)) >= int(cfg.get("steps", 1 << 60)):
+            return shared / "last.pt", {"run_dir": str(shared), "steps": int(state["step"]), "reused": True}
+    run_dir = cache_dir() / "detection" / "tcae" / profile
+    run = train_tcae(train_config(profile), run_dir, data="synthau", progress=progress, profile=profile)
+    return run_dir / "last.pt", {"run_dir": str(run_dir), "steps": run.step, "reused": False,
+                                 "wall_time_s": run.wall_time_s}
