@@ -58,8 +58,11 @@ def git_commit(root: Path = REPO_ROOT) -> str:
     try:
         sha = subprocess.run(["git", "rev-parse", "--short=10", "HEAD"], cwd=root, capture_output=True,
                              text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        # untracked (not ignored) files under the code folders count too: code that ran but is not
+        # in the commit must not be labelled with a clean hash
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "au_lib", "bench", "data_scripts",
+                                "pyproject.toml"], cwd=root, capture_output=True, text=True,
+                               timeout=10).stdout.strip()
         return sha + ("+dirty" if dirty else "")
     except Exception:
         return "unknown"

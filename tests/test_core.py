@@ -102,3 +102,18 @@ def test_cli_help_and_info():
     assert "profile: smoke" in out.stdout and "bp4d" in out.stdout
     bad = subprocess.run([sys.executable, "-m", "au_lib", "info", "--profile", "huge"], capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown profile" in bad.stderr
+
+
+def test_git_commit_marks_untracked_code_as_dirty(tmp_path):
+    from au_lib.provenance import git_commit
+
+    repo = tmp_path / "r"
+    (repo / "au_lib").mkdir(parents=True)
+    run = lambda *a: subprocess.run(["git", *a], cwd=repo, check=True, capture_output=True)  # noqa: E731
+    run("init", "-q")
+    (repo / "au_lib" / "a.py").write_text("x = 1\n")
+    run("add", "-A")
+    run("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c")
+    assert not git_commit(repo).endswith("+dirty")
+    (repo / "au_lib" / "new.py").write_text("y = 2\n")
+    assert git_commit(repo).endswith("+dirty")
