@@ -19,7 +19,6 @@ SUBCOMMANDS: dict[str, str] = {
     "evaluate": "au_lib.commands.evaluate",
     "ablate": "au_lib.commands.ablate",
     "train-tcae": "au_lib.commands.train_tcae",
-    "figures": "au_lib.commands.figures",
     "bench": "au_lib.commands.bench",
     "info": "au_lib.commands.info",
 }
