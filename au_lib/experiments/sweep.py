@@ -286,6 +286,15 @@ def run_sweep(points: Sequence[Point], results_dir: str | os.PathLike, work_dir:
         report.computed.append(p.name)
         say(f"{p.name}: mean {metrics.get('mean', float('nan')):.4f}")
 
+    def take_or_compute(p: Point, check: bool) -> None:
+        """Use the point's stored result if another process wrote it (and ``check``), else compute it."""
+        hit = _stored(result_path(results_dir, p), p.config()) if check else None
+        if hit is None:
+            compute(p)
+            return
+        report.results[p.name] = hit
+        report.by_others.append(p.name)
+
     from au_lib.train.common import progress as progress_bar
 
     deferred: list[Point] = []
@@ -298,21 +307,11 @@ def run_sweep(points: Sequence[Point], results_dir: str | os.PathLike, work_dir:
                     deferred.append(p)
                     continue
                 # another process may have finished it while we were busy
-                hit = _stored(result_path(results_dir, p), p.config()) if reuse else None
-                if hit is not None:
-                    report.results[p.name] = hit
-                    report.by_others.append(p.name)
-                else:
-                    compute(p)
+                take_or_compute(p, check=reuse)
             bar.update(1)
         for p in deferred:  # wait for the other process, then read (or compute if it gave up)
             with file_lock(work_dir / "locks" / f"point-{p.name}.lock", blocking=True):
-                hit = _stored(result_path(results_dir, p), p.config())
-                if hit is not None:
-                    report.results[p.name] = hit
-                    report.by_others.append(p.name)
-                else:
-                    compute(p)
+                take_or_compute(p, check=True)
             bar.update(1)
     finally:
         bar.close()
