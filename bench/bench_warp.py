@@ -6,9 +6,10 @@ For each size it times, on the same inputs in one run:
 * ``official``: what the released TCAE code does: identity grid (``linspace`` meshgrid) + flow,
   clamp to [-1, 1], ``F.grid_sample(align_corners=True)``, autograd backward;
 * ``grid_sample``: our pixel displacement -> :func:`displacement_to_grid` -> ``F.grid_sample``;
-* ``ours``: :func:`au_lib.ops.warp.warp` (PyTorch path on CPU, Triton kernel on CUDA);
-* on CUDA also ``ours_torch`` (the PyTorch path) and ``mixed_fused`` vs ``mixed_unfused`` (TCAE's
-  attention mix of two fields followed by the warp).
+* ``ours``: :func:`au_lib.ops.warp.warp` (the fused C kernel of :mod:`au_lib.ops.warp_cpu` on CPU,
+  the Triton kernel on CUDA);
+* ``ours_torch``: the same operator through its PyTorch implementation (``backend="torch"``);
+* ``mixed_ours`` vs ``mixed_unfused`` (TCAE's attention mix of two fields followed by the warp).
 
 Two gradient settings: ``disp`` (only the displacement needs a gradient, as in TCAE, whose source
 is detached) and ``both``. Reports median milliseconds and the ratio ``ours / official`` (< 1 is
@@ -101,12 +102,13 @@ def bench_size(shape, device, reps, warmup, grads):
             out.backward(gout)
         return fn
 
-    kinds = ["official", "grid_sample", "ours"] + (["ours_torch"] if device.type == "cuda" else [])
+    kinds = ["official", "grid_sample", "ours", "ours_torch"]
     row = {"shape": list(shape), "grads": grads}
     for k in kinds:
         row[f"{k}_ms"] = 1e3 * time_fn(make(k), reps, warmup, device)
     row["ratio_ours_vs_official"] = row["ours_ms"] / row["official_ms"]
     row["ratio_ours_vs_grid_sample"] = row["ours_ms"] / row["grid_sample_ms"]
+    row["ratio_ours_torch_vs_official"] = row["ours_torch_ms"] / row["official_ms"]
     return row
 
 
@@ -163,7 +165,8 @@ def main(argv=None) -> int:
             rows.append(row)
             print(f"{str(tuple(shape)):>20} grads={grads:<5} official {row['official_ms']:9.1f} ms  "
                   f"grid_sample {row['grid_sample_ms']:9.1f} ms  ours {row['ours_ms']:9.1f} ms  "
-                  f"ours/official {row['ratio_ours_vs_official']:.2f}", flush=True)
+                  f"(torch path {row['ours_torch_ms']:9.1f} ms)  ours/official {row['ratio_ours_vs_official']:.2f}",
+                  flush=True)
         row = bench_mixed(shape, device, reps, warmup)
         rows.append(row)
         print(f"{str(tuple(shape)):>20} mixed       unfused {row['mixed_unfused_grid_sample_ms']:9.1f} ms  "

@@ -19,6 +19,8 @@ from au_lib.ops.warp import (
 )
 
 PADS = ("zeros", "border")
+# both CPU implementations: the fused C kernel (au_lib.ops.warp_cpu) and the PyTorch path
+CPU_BACKENDS = ("cpu", "torch")
 
 
 def _inputs(N=2, C=3, H=9, W=11, scale=3.0, seed=0, dtype=torch.float64):
@@ -33,12 +35,13 @@ def _grid_sample_path(src, disp, padding_mode):
     return F.grid_sample(src, grid, mode="bilinear", padding_mode=padding_mode, align_corners=True)
 
 
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
 @pytest.mark.parametrize("padding_mode", PADS)
-def test_forward_and_gradients_match_grid_sample_float64(padding_mode):
+def test_forward_and_gradients_match_grid_sample_float64(padding_mode, backend):
     src, disp = _inputs()
     s1, d1 = src.clone().requires_grad_(), disp.clone().requires_grad_()
     s2, d2 = src.clone().requires_grad_(), disp.clone().requires_grad_()
-    out = warp(s1, d1, padding_mode)
+    out = warp(s1, d1, padding_mode, backend=backend)
     ref = _grid_sample_path(s2, d2, padding_mode)
     assert out.shape == src.shape and out.dtype == torch.float64
     torch.testing.assert_close(out, ref, atol=1e-6, rtol=0)
@@ -63,18 +66,20 @@ def test_identity_and_integer_shift():
     torch.testing.assert_close(out_b[..., 0], src[..., 0])
 
 
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
 @pytest.mark.parametrize("padding_mode", PADS)
-def test_gradcheck_and_gradgradcheck(padding_mode):
+def test_gradcheck_and_gradgradcheck(padding_mode, backend):
     src, disp = _inputs(N=1, C=2, H=5, W=6, scale=2.0, seed=3)
     # random non-integer positions (the operator has kinks at integers)
     assert (disp - disp.round()).abs().min() > 1e-3
     s, d = src.requires_grad_(), disp.requires_grad_()
-    f = lambda a, b: warp(a, b, padding_mode)  # noqa: E731
+    f = lambda a, b: warp(a, b, padding_mode, backend=backend)  # noqa: E731
     assert torch.autograd.gradcheck(f, (s, d), eps=1e-6, atol=1e-5)
     assert torch.autograd.gradgradcheck(f, (s, d), eps=1e-6, atol=1e-5)
 
 
-def test_integer_positions_use_right_sided_derivative_like_grid_sample():
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_integer_positions_use_right_sided_derivative_like_grid_sample(backend):
     # W - 1 and H - 1 powers of two: the pixel -> grid -> pixel round trip inside grid_sample is
     # exact, so its sample positions are exact integers too (otherwise rounding picks a side)
     src, _ = _inputs(N=1, C=1, H=5, W=9, seed=5)
@@ -83,14 +88,14 @@ def test_integer_positions_use_right_sided_derivative_like_grid_sample():
     disp[:, 1] = -0.4
     d1 = disp.clone().requires_grad_()
     d2 = disp.clone().requires_grad_()
-    warp(src, d1).sum().backward()
+    warp(src, d1, backend=backend).sum().backward()
     _grid_sample_path(src, d2, "zeros").sum().backward()
     torch.testing.assert_close(d1.grad, d2.grad, atol=1e-9, rtol=0)
     # right-sided: x̂ -> x̂ + h, i.e. dx -> dx - h
     h = 1e-7
     dp = disp.clone()
     dp[0, 0, 2, 3] -= h
-    right = -(warp(src, dp).sum() - warp(src, disp).sum()) / h
+    right = -(warp(src, dp, backend=backend).sum() - warp(src, disp, backend=backend).sum()) / h
     assert abs(right.item() - d1.grad[0, 0, 2, 3].item()) < 1e-5
 
 

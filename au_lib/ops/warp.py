@@ -28,8 +28,9 @@ Public API: :func:`warp`, :class:`WarpFunction`, :func:`displacement_to_grid`,
 :func:`grid_to_displacement`, :func:`official_flow_to_displacement`,
 :func:`displacement_to_official_flow`, :func:`mix_displacements`, :func:`warp_mixed`.
 
-On CUDA tensors the Triton kernels of :mod:`au_lib.ops.warp_triton` are used automatically (set
-``AU_WARP_BACKEND=torch`` or pass ``backend="torch"`` to force the PyTorch path).
+On CUDA tensors the Triton kernels of :mod:`au_lib.ops.warp_triton` are used automatically, on CPU
+tensors the fused C kernel of :mod:`au_lib.ops.warp_cpu` (built on first use); set
+``AU_WARP_BACKEND=torch`` or pass ``backend="torch"`` to force the PyTorch path.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ __all__ = [
 ]
 
 PADDING_MODES = ("zeros", "border")
-BACKENDS = ("auto", "torch", "triton")
+BACKENDS = ("auto", "torch", "cpu", "triton")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -225,6 +226,9 @@ def _fast_forward(source: Tensor, displacement: Tensor, padding_mode: str, need_
     y0 = torch.floor(ys)
     u = xs - x0
     v = ys - y0
+    # a NaN displacement gives a NaN output (through u, v); its corner index must still be in range
+    x0 = x0.nan_to_num_(nan=-_PAD)
+    y0 = y0.nan_to_num_(nan=-_PAD)
     i00 = ((y0 + _PAD) * Wp + (x0 + _PAD)).long()  # exact: Hp * Wp << 2**24
     src_p = src_p.reshape(N, C, Hp * Wp)
     size = (N, C, HW)
@@ -283,21 +287,31 @@ def _fast_backward(shape, dtype, geom, grad_out: Tensor, padding_mode: str, need
 class WarpFunction(torch.autograd.Function):
     """``output = S(x - dx, y - dy)`` with the hand-written backward.
 
-    ``WarpFunction.apply(source, displacement, padding_mode)``; prefer :func:`warp`, which checks
-    inputs and dispatches to the GPU kernel. First-order backward: the fast path of
-    :func:`_fast_forward` / :func:`_fast_backward` (the image derivatives ``dI/dx̂``, ``dI/dŷ`` are
-    formed in the forward and saved, 2 x the output's size). Under ``create_graph=True`` the backward
-    is recomputed with differentiable ops (:func:`_warp_backward`), so double backward works.
+    ``WarpFunction.apply(source, displacement, padding_mode, backend)``; prefer :func:`warp`, which
+    checks inputs. ``backend`` ``"auto"`` (default), ``"cpu"`` or ``"torch"`` picks the
+    implementation of both passes: the fused CPU kernel of :mod:`au_lib.ops.warp_cpu` (on CPU
+    tensors, when it builds), else the PyTorch fast path of :func:`_fast_forward` /
+    :func:`_fast_backward` (the image derivatives ``dI/dx̂``, ``dI/dŷ`` are formed in the forward
+    and saved, 2 x the output's size). Under ``create_graph=True`` the backward is recomputed with
+    differentiable ops (:func:`_warp_backward`), so double backward works with either.
     """
 
     @staticmethod
-    def forward(ctx, source: Tensor, displacement: Tensor, padding_mode: str = "zeros") -> Tensor:
-        need_disp = ctx.needs_input_grad[1]
-        out, geom = _fast_forward(source, displacement, padding_mode, need_disp)
+    def forward(ctx, source: Tensor, displacement: Tensor, padding_mode: str = "zeros",
+                backend: str = "auto") -> Tensor:
+        dtype = _compute_dtype(source, displacement)
+        ctx.use_kernel = _use_cpu_kernel(source, backend)
         ctx.save_for_backward(source, displacement)
-        ctx.geom = geom
         ctx.padding_mode = padding_mode
-        ctx.dtype = _compute_dtype(source, displacement)
+        ctx.dtype = dtype
+        if ctx.use_kernel:
+            from au_lib.ops import warp_cpu
+
+            out = warp_cpu.warp_forward(source.to(dtype).contiguous(), displacement.to(dtype).contiguous(),
+                                        padding_mode)
+            return out.to(source.dtype)
+        out, geom = _fast_forward(source, displacement, padding_mode, ctx.needs_input_grad[1])
+        ctx.geom = geom
         return out.to(source.dtype)
 
     @staticmethod
@@ -306,6 +320,12 @@ class WarpFunction(torch.autograd.Function):
         need_src, need_disp = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         if torch.is_grad_enabled():  # create_graph=True: differentiable recomputation
             gs, gd = _warp_backward(source, displacement, grad_out, ctx.padding_mode, need_src, need_disp)
+        elif ctx.use_kernel:
+            from au_lib.ops import warp_cpu
+
+            dt = ctx.dtype
+            gs, gd = warp_cpu.warp_backward(source.to(dt).contiguous(), displacement.to(dt).contiguous(),
+                                            grad_out, ctx.padding_mode, need_src, need_disp)
         else:
             gs, gd = _fast_backward(source.shape, ctx.dtype, ctx.geom, grad_out, ctx.padding_mode,
                                     need_src, need_disp)
@@ -313,15 +333,37 @@ class WarpFunction(torch.autograd.Function):
             gs = gs.to(source.dtype)
         if gd is not None:
             gd = gd.to(displacement.dtype)
-        return gs, gd, None
+        return gs, gd, None, None
 
 
-def _use_triton(source: Tensor, backend: str) -> bool:
+def _backend_choice(backend: str) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"warp: backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
-        backend = os.environ.get("AU_WARP_BACKEND", "auto")
-    if backend == "torch":
+        backend = os.environ.get("AU_WARP_BACKEND", "auto") or "auto"
+        if backend not in BACKENDS:
+            raise ValueError(f"AU_WARP_BACKEND must be one of {BACKENDS}, got {backend!r}")
+    return backend
+
+
+def _use_cpu_kernel(source: Tensor, backend: str) -> bool:
+    """Whether the fused CPU kernel runs this call (see :mod:`au_lib.ops.warp_cpu`)."""
+    backend = _backend_choice(backend)
+    if backend == "cpu" and source.device.type != "cpu":
+        raise ValueError(f"warp: backend 'cpu' needs CPU tensors, got {source.device}")
+    if backend in ("torch", "triton") or source.device.type != "cpu":
+        return False
+    from au_lib.ops import warp_cpu
+
+    if backend == "cpu" and not warp_cpu.available():
+        raise RuntimeError(f"warp: backend 'cpu' requested but the kernel could not be built: "
+                           f"{warp_cpu.build_error()}")
+    return warp_cpu.available()
+
+
+def _use_triton(source: Tensor, backend: str) -> bool:
+    backend = _backend_choice(backend)
+    if backend in ("torch", "cpu"):
         return False
     if backend == "triton":
         return True
@@ -338,15 +380,16 @@ def warp(source: Tensor, displacement: Tensor, padding_mode: str = "zeros", back
     Bilinear, any number of channels, ``padding_mode`` ``"zeros"`` or ``"border"``. Differentiable in
     both inputs (hand-written backward; one-sided, floor-based derivative at integer sample
     positions, like ``grid_sample``). Half/bfloat16 inputs are computed in float32 and returned in
-    the source dtype. ``backend``: ``"auto"`` (Triton on CUDA, PyTorch elsewhere), ``"torch"``,
-    ``"triton"``. Returns N x C x H x W in ``source.dtype``.
+    the source dtype. ``backend``: ``"auto"`` (Triton on CUDA, the fused CPU kernel on CPU, the
+    PyTorch path where neither is available), ``"torch"``, ``"cpu"``, ``"triton"``; the environment
+    variable ``AU_WARP_BACKEND`` sets what ``"auto"`` means. Returns N x C x H x W in ``source.dtype``.
     """
     _check_inputs(source, displacement, padding_mode)
     if _use_triton(source, backend):
         from au_lib.ops import warp_triton
 
         return warp_triton.warp_triton(source, displacement, padding_mode)
-    return WarpFunction.apply(source, displacement, padding_mode)
+    return WarpFunction.apply(source, displacement, padding_mode, backend)
 
 
 def warp_reference(source: Tensor, displacement: Tensor, padding_mode: str = "zeros") -> Tensor:
@@ -471,4 +514,4 @@ def warp_mixed(source: Tensor, d_au: Tensor, d_pose: Tensor, logit_au: Tensor, l
 
         return warp_triton.warp_mixed_triton(source, d_au, d_pose, logit_au, logit_pose, padding_mode)
     d, attention = mix_displacements(d_au, d_pose, logit_au, logit_pose)
-    return WarpFunction.apply(source, d, padding_mode), attention
+    return WarpFunction.apply(source, d, padding_mode, backend), attention
