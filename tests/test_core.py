@@ -99,7 +99,7 @@ def test_cli_help_and_info():
     assert "info" in out.stdout and "data" in out.stdout
     out = subprocess.run([sys.executable, "-m", "au_lib", "info", "--profile", "smoke"], capture_output=True,
                          text=True, check=True)
-    assert "profile: smoke" in out.stdout and "bp4d" in out.stdout
+    assert "profile: smoke" in out.stdout and "bp4d" in out.stdout and "warp:    CPU: " in out.stdout
     bad = subprocess.run([sys.executable, "-m", "au_lib", "info", "--profile", "huge"], capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown profile" in bad.stderr
 
