@@ -21,7 +21,6 @@ Usage: ``python bench/bench_warp.py [--out DIR] [--quick] [--device cpu|cuda] [-
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
