@@ -94,3 +94,15 @@ def test_cli_pretrain_random_data(tmp_path, capsys):
                "--save-epochs", "1,a"])
     assert rc == 2
     assert "--save-epochs" in capsys.readouterr().err
+
+
+def test_torch_compile_trains_like_eager_and_saves_plain_weights(tmp_path):
+    """``compile=True`` (torch.compile of the training module): same losses as eager to float
+    tolerance, and the checkpoint holds the bare model's keys (no ``_orig_mod.`` prefix)."""
+    cfg = small_cfg(epochs=1, save_epochs=())
+    ds = RandomRGBDT(32, 32, seed=3)
+    eager = pretrain(cfg, ds, tmp_path / "eager", show_progress=False)
+    compiled = pretrain(replace(cfg, compile=True), ds, tmp_path / "compiled", show_progress=False)
+    assert compiled.history[-1]["loss"] == pytest.approx(eager.history[-1]["loss"], rel=1e-3)
+    model, cfg2, _ = load_pretrained_mcm(compiled.checkpoint)
+    assert cfg2.compile and not any("_orig_mod" in k for k in model.state_dict())
