@@ -75,6 +75,21 @@ if triton is not None:
         return x0, y0, u, v, mx, my
 
     @triton.jit
+    def _corners(x0, y0, u, v, mask, H, W):
+        """Flat indices, in-image load masks and bilinear weights of the four corners (00, 01, 10, 11)."""
+        x1 = x0 + 1
+        y1 = y0 + 1
+        vx0 = (x0 >= 0) & (x0 < W)
+        vx1 = (x1 >= 0) & (x1 < W)
+        vy0 = (y0 >= 0) & (y0 < H)
+        vy1 = (y1 >= 0) & (y1 < H)
+        i00 = y0 * W + x0
+        i10 = i00 + W
+        return (i00, i00 + 1, i10, i10 + 1,
+                mask & vy0 & vx0, mask & vy0 & vx1, mask & vy1 & vx0, mask & vy1 & vx1,
+                (1 - u) * (1 - v), u * (1 - v), (1 - u) * v, u * v)
+
+    @triton.jit
     def _load_disp(d_ptr, dau_ptr, dp_ptr, la_ptr, lp_ptr, dbase, lbase, offs, mask, HW,
                    ACC: tl.constexpr, MIX: tl.constexpr):
         if MIX:
@@ -115,24 +130,7 @@ if triton is not None:
         if MIX:
             tl.store(att_ptr + lbase + offs, a.to(att_ptr.dtype.element_ty), mask=mask)
         x0, y0, u, v, mx, my = _geometry(dx, dy, xi.to(ACC), yi.to(ACC), H, W, BORDER)
-        x1 = x0 + 1
-        y1 = y0 + 1
-        vx0 = (x0 >= 0) & (x0 < W)
-        vx1 = (x1 >= 0) & (x1 < W)
-        vy0 = (y0 >= 0) & (y0 < H)
-        vy1 = (y1 >= 0) & (y1 < H)
-        m00 = mask & vy0 & vx0
-        m01 = mask & vy0 & vx1
-        m10 = mask & vy1 & vx0
-        m11 = mask & vy1 & vx1
-        i00 = y0 * W + x0
-        i01 = i00 + 1
-        i10 = i00 + W
-        i11 = i10 + 1
-        w00 = (1 - u) * (1 - v)
-        w01 = u * (1 - v)
-        w10 = (1 - u) * v
-        w11 = u * v
+        i00, i01, i10, i11, m00, m01, m10, m11, w00, w01, w10, w11 = _corners(x0, y0, u, v, mask, H, W)
         for c in range(C):
             cb = (n * C + c) * HW
             s00 = tl.load(src_ptr + cb + i00, mask=m00, other=0.0).to(ACC)
@@ -159,24 +157,7 @@ if triton is not None:
         dx, dy, a, ax, ay, px, py = _load_disp(d_ptr, dau_ptr, dp_ptr, la_ptr, lp_ptr, dbase, lbase,
                                                offs, mask, HW, ACC, MIX)
         x0, y0, u, v, mx, my = _geometry(dx, dy, xi.to(ACC), yi.to(ACC), H, W, BORDER)
-        x1 = x0 + 1
-        y1 = y0 + 1
-        vx0 = (x0 >= 0) & (x0 < W)
-        vx1 = (x1 >= 0) & (x1 < W)
-        vy0 = (y0 >= 0) & (y0 < H)
-        vy1 = (y1 >= 0) & (y1 < H)
-        m00 = mask & vy0 & vx0
-        m01 = mask & vy0 & vx1
-        m10 = mask & vy1 & vx0
-        m11 = mask & vy1 & vx1
-        i00 = y0 * W + x0
-        i01 = i00 + 1
-        i10 = i00 + W
-        i11 = i10 + 1
-        w00 = (1 - u) * (1 - v)
-        w01 = u * (1 - v)
-        w10 = (1 - u) * v
-        w11 = u * v
+        i00, i01, i10, i11, m00, m01, m10, m11, w00, w01, w10, w11 = _corners(x0, y0, u, v, mask, H, W)
         gxh = u * 0
         gyh = u * 0
         for c in range(C):

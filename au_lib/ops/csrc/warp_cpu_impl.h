@@ -55,6 +55,19 @@ static inline void WARP_CAT(warp_geometry, SUF)(const T *restrict DX, const T *r
         for (int64_t k = 0; k < nx; ++k) { gmx[k] = 1; gmy[k] = 1; }
 }
 
+/* Bilinear weights of the four corners, 0 for corners outside the image. */
+static inline void WARP_CAT(warp_weights, SUF)(const WARP_CAT(warp_geom, SUF) *restrict g, int64_t nx,
+                                               T *restrict w00, T *restrict w01, T *restrict w10,
+                                               T *restrict w11) {
+    for (int64_t k = 0; k < nx; ++k) {
+        const T u = g->u[k], v = g->v[k];
+        w00[k] = (1 - u) * (1 - v) * g->f00[k];
+        w01[k] = u * (1 - v) * g->f01[k];
+        w10[k] = (1 - u) * v * g->f10[k];
+        w11[k] = u * v * g->f11[k];
+    }
+}
+
 /* out = bilinear sample of src at (x - dx, y - dy), for item n, rows [y_lo, y_hi), all channels. */
 static void WARP_CAT(warp_fwd_rows, SUF)(const T *src, const T *disp, T *out, int64_t C, int64_t H, int64_t W,
                              int border, int64_t n, int64_t y_lo, int64_t y_hi) {
@@ -67,13 +80,7 @@ static void WARP_CAT(warp_fwd_rows, SUF)(const T *src, const T *disp, T *out, in
         for (int64_t xa = 0; xa < W; xa += WARP_TILE) {
             const int64_t nx = W - xa < WARP_TILE ? W - xa : WARP_TILE;
             WARP_CAT(warp_geometry, SUF)(DX, DY, y, xa, nx, H, W, border, &g);
-            for (int64_t k = 0; k < nx; ++k) {
-                const T u = g.u[k], v = g.v[k];
-                w00[k] = (1 - u) * (1 - v) * g.f00[k];
-                w01[k] = u * (1 - v) * g.f01[k];
-                w10[k] = (1 - u) * v * g.f10[k];
-                w11[k] = u * v * g.f11[k];
-            }
+            WARP_CAT(warp_weights, SUF)(&g, nx, w00, w01, w10, w11);
             for (int64_t c = 0; c < C; ++c) {
                 const T *restrict Sc = S + c * HW;
                 T *restrict Oc = O + c * HW + y * W + xa;
@@ -129,13 +136,7 @@ static void WARP_CAT(warp_bwd_rows, SUF)(const T *src, const T *disp, const T *g
                    addresses, so the read-modify-writes of one loop do not wait on each other
                    (interleaving the four corners made each add wait on the previous store) */
                 T w00[WARP_TILE], w01[WARP_TILE], w10[WARP_TILE], w11[WARP_TILE];
-                for (int64_t k = 0; k < nx; ++k) {
-                    const T u = g.u[k], v = g.v[k];
-                    w00[k] = (1 - u) * (1 - v) * g.f00[k];
-                    w01[k] = u * (1 - v) * g.f01[k];
-                    w10[k] = (1 - u) * v * g.f10[k];
-                    w11[k] = u * v * g.f11[k];
-                }
+                WARP_CAT(warp_weights, SUF)(&g, nx, w00, w01, w10, w11);
                 for (int64_t c = c_lo; c < c_hi; ++c) {
                     T *Sg = GS + c * HW;
                     const T *Gc = G + c * HW + y * W + xa;
