@@ -126,7 +126,9 @@ def _warp(img: torch.Tensor, disp: torch.Tensor) -> torch.Tensor:
 
 
 def test_ground_truth_displacement_matches_renders():
-    pairs = open_pairs(view="bp4d", profile="smoke", image_size=96)
+    # flat lighting: a turning surface changes its shading, which no warp explains; the geometry is what
+    # the ground truth claims, and under ambient light it must explain the output
+    pairs = open_pairs(view="bp4d", profile="smoke", image_size=96, lighting="flat")
     errs_gt, errs_id, moved = [], [], 0
     for i in range(0, len(pairs), 9)[:8]:
         p = pairs[i]

@@ -5,13 +5,11 @@ memory (gathers, lerps, scatters, one temporary each) and ran 1.6x to 3.5x slowe
 ``grid_sample``, which is one vectorised C++ loop. ``csrc/warp_cpu.c`` is the same operator and
 the same hand-written backward as one loop per pass, written so that GCC vectorises it.
 
-How it is built: the first call compiles ``csrc/warp_cpu.c`` with the system C compiler (``$CC``,
-else ``cc`` / ``gcc``; ``-O3 -march=native``) into a cache folder (``$AU_EXT_DIR``, else
-``$XDG_CACHE_HOME/au_lib/ext`` or ``~/.cache/au_lib/ext``); the file name carries a hash of the
-sources, flags, compiler version and CPU flags, so a changed source or machine builds anew, and
-the build is written atomically (concurrent first calls are safe). It takes about a second. Where
-no compiler works, :func:`available` returns False once with a warning and :func:`au_lib.ops.warp.warp`
-uses the PyTorch path. ``AU_WARP_BACKEND=torch`` skips the kernel altogether.
+How it is built: :class:`au_lib.cext.CKernel` compiles ``csrc/warp_cpu.c`` on the first call with
+the system C compiler (``-O3 -march=native``) into a cache folder, keyed by a hash of sources, flags,
+compiler and CPU, written atomically. It takes about a second. Where no compiler works,
+:func:`available` returns False once with a warning and :func:`au_lib.ops.warp.warp` uses the
+PyTorch path. ``AU_WARP_BACKEND=torch`` skips the kernel altogether.
 
 Threads: the kernel is built with ``-fopenmp`` and linked against ``libgomp.so.1``; the dynamic
 loader hands it the libgomp that torch has already loaded (same soname), so the kernel runs in
@@ -29,88 +27,17 @@ Public: :func:`available`, :func:`uses_openmp`, :func:`warp_forward`, :func:`war
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import os
-import platform
-import shutil
-import subprocess
-import tempfile
-import threading
-import warnings
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from au_lib.cext import CKernel
+
 __all__ = ["available", "uses_openmp", "warp_forward", "warp_backward", "library_path", "build_error"]
 
 CSRC = Path(__file__).resolve().parent / "csrc"
-SOURCES = ("warp_cpu.c", "warp_cpu_impl.h")
 ABI_VERSION = 2
-# -fno-trapping-math lets GCC vectorise floor(); no -ffast-math: NaN and IEEE rounding are kept.
-FLAGS = ["-O3", "-std=gnu11", "-fPIC", "-shared", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd"]
-# Tried in this order until one builds: OpenMP + native ISA, OpenMP, neither (single-threaded).
-VARIANTS = (["-fopenmp", "-march=native"], ["-fopenmp"], [])
-
-_lock = threading.Lock()
-_lib: ctypes.CDLL | None = None
-_lib_path: Path | None = None
-_error: str | None = None
-_tried = False
-
-
-def _cache_dir() -> Path:
-    if os.environ.get("AU_EXT_DIR"):
-        return Path(os.environ["AU_EXT_DIR"]).expanduser()
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser()
-    return base / "au_lib" / "ext"
-
-
-def _compiler() -> str | None:
-    cc = os.environ.get("CC")
-    if cc:
-        return cc
-    return shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
-
-
-def _cpu_flags() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("flags", "Features")):
-                return line
-    except OSError:
-        pass
-    return platform.processor()
-
-
-def _build_key(cc: str, flags: list[str]) -> str:
-    h = hashlib.sha256()
-    for name in SOURCES:
-        h.update((CSRC / name).read_bytes())
-    try:
-        version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
-    except (OSError, subprocess.SubprocessError):
-        version = "unknown"
-    for part in (" ".join(flags), version, platform.machine(), _cpu_flags(), str(ABI_VERSION)):
-        h.update(part.encode())
-        h.update(b"\0")
-    return h.hexdigest()[:16]
-
-
-def _compile(cc: str, flags: list[str], out: Path) -> None:
-    """Compile into a temporary file beside ``out``, then rename (atomic on one file system)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=out.stem + ".", suffix=".so.tmp", dir=out.parent)
-    os.close(fd)
-    try:
-        cmd = [cc, *flags, "-o", tmp, str(CSRC / "warp_cpu.c"), "-lm"]
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-        if r.returncode != 0:
-            raise RuntimeError(f"`{' '.join(cmd)}` failed (exit {r.returncode}):\n{r.stderr.strip()[:2000]}")
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _declare(lib: ctypes.CDLL) -> None:
@@ -128,59 +55,27 @@ def _declare(lib: ctypes.CDLL) -> None:
         b.restype = None
 
 
-def _load() -> ctypes.CDLL:
-    cc = _compiler()
-    if cc is None:
-        raise RuntimeError("no C compiler found (set $CC, or install gcc)")
-    errors = []
-    for extra in VARIANTS:
-        flags = FLAGS + extra
-        path = _cache_dir() / f"warp_cpu-{_build_key(cc, flags)}.so"
-        try:
-            if not path.exists():
-                _compile(cc, flags, path)
-            lib = ctypes.CDLL(str(path))
-            _declare(lib)
-        except (OSError, RuntimeError, subprocess.SubprocessError) as e:
-            errors.append(str(e))
-            continue
-        global _lib_path
-        _lib_path = path
-        return lib
-    raise RuntimeError("\n".join(errors))
+_kernel = CKernel("warp_cpu", ("warp_cpu.c", "warp_cpu_impl.h"), CSRC, _declare,
+                  "au_lib.ops.warp: the fused CPU kernel")
 
 
 def available() -> bool:
     """True when the compiled kernel can be used (builds it on the first call; warns once if not)."""
-    global _lib, _error, _tried
-    if _tried:
-        return _lib is not None
-    with _lock:
-        if not _tried:
-            try:
-                _lib = _load()
-            except Exception as e:  # noqa: BLE001 -- any failure means: use the PyTorch path
-                _error = f"{type(e).__name__}: {e}"
-                warnings.warn("au_lib.ops.warp: the fused CPU kernel could not be built, using the "
-                              f"(slower) PyTorch path. {_error}", RuntimeWarning, stacklevel=3)
-            _tried = True
-    return _lib is not None
+    return _kernel.available()
 
 
 def library_path() -> Path | None:
     """Path of the loaded shared library (None before a successful :func:`available`)."""
-    return _lib_path
+    return _kernel.path
 
 
 def build_error() -> str | None:
     """Why the kernel could not be built (None if it was, or was not tried)."""
-    return _error
+    return _kernel.error
 
 
 def _reset_for_tests() -> None:
-    global _lib, _lib_path, _error, _tried
-    _lib = _lib_path = _error = None
-    _tried = False
+    _kernel.reset()
 
 
 def _check(source: Tensor, displacement: Tensor) -> tuple[int, int, int, int, str]:
@@ -199,18 +94,18 @@ def _check(source: Tensor, displacement: Tensor) -> tuple[int, int, int, int, st
 
 def uses_openmp() -> bool:
     """Whether the loaded kernel splits work over threads (built with OpenMP)."""
-    return available() and bool(_lib.warp_cpu_openmp())
+    return available() and bool(_kernel.lib.warp_cpu_openmp())
 
 
 def warp_forward(source: Tensor, displacement: Tensor, padding_mode: str) -> Tensor:
     """``S(x - dx, y - dy)``: source N x C x H x W, displacement N x 2 x H x W (pixels), both
     contiguous, same dtype (float32 or float64). Returns a new N x C x H x W tensor."""
     if not available():
-        raise RuntimeError(f"warp_cpu: kernel not available: {_error}")
+        raise RuntimeError(f"warp_cpu: kernel not available: {_kernel.error}")
     N, C, H, W, suf = _check(source, displacement)
     out = torch.empty_like(source)
     if out.numel():
-        getattr(_lib, f"warp_fwd_{suf}")(source.data_ptr(), displacement.data_ptr(), out.data_ptr(),
+        getattr(_kernel.lib, f"warp_fwd_{suf}")(source.data_ptr(), displacement.data_ptr(), out.data_ptr(),
                                          N, C, H, W, int(padding_mode == "border"))
     return out
 
@@ -222,13 +117,13 @@ def warp_backward(source: Tensor, displacement: Tensor, grad_out: Tensor, paddin
     Same shapes and dtype as the inputs; ``grad_out`` N x C x H x W is made contiguous here.
     """
     if not available():
-        raise RuntimeError(f"warp_cpu: kernel not available: {_error}")
+        raise RuntimeError(f"warp_cpu: kernel not available: {_kernel.error}")
     N, C, H, W, suf = _check(source, displacement)
     g = grad_out.to(source.dtype).contiguous()
     gs = torch.zeros_like(source) if need_source else None
     gd = torch.empty_like(displacement) if need_disp else None
     if source.numel() and (need_source or need_disp):
-        getattr(_lib, f"warp_bwd_{suf}")(source.data_ptr(), displacement.data_ptr(), g.data_ptr(),
+        getattr(_kernel.lib, f"warp_bwd_{suf}")(source.data_ptr(), displacement.data_ptr(), g.data_ptr(),
                                          gs.data_ptr() if gs is not None else None,
                                          gd.data_ptr() if gd is not None else None,
                                          N, C, H, W, int(padding_mode == "border"))

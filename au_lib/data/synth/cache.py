@@ -95,3 +95,23 @@ def read_json(path: Path) -> dict | None:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+
+
+def remove_stale(root: Path, generator: str) -> list[Path]:
+    """Delete the view folders under ``root`` that an older (or other) generator version wrote.
+
+    A folder counts as a SynthAU view folder when it holds a ``manifest.json`` with a ``key``; others
+    are left alone. Returns the removed folders.
+    """
+    import shutil
+
+    removed = []
+    if not Path(root).is_dir():
+        return removed
+    for folder in sorted(Path(root).iterdir()):
+        man = read_json(folder / "manifest.json") if folder.is_dir() else None
+        key = (man or {}).get("key")
+        if isinstance(key, dict) and key.get("generator") != generator:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed

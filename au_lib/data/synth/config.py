@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from au_lib.facs import BP4D_AUS, DISFA_AUS
 
-GENERATOR_VERSION = "synthau-2"  # bump whenever generated data would change
+GENERATOR_VERSION = "synthau-3"  # bump whenever generated data would change
 MIN_SIZE, MAX_SIZE = 32, 512
 
 
@@ -29,8 +29,8 @@ class SynthConfig:
 
 SYNTH_PROFILES: dict[str, SynthConfig] = {
     "smoke": SynthConfig(6, 6, 6, 2, 2, 2, 6, 64, 32),
-    "cpu": SynthConfig(48, 41, 27, 3, 4, 3, 16, 96, 64),
-    "paper": SynthConfig(140, 41, 27, 8, 8, 4, 48, 224, 64),
+    "cpu": SynthConfig(96, 41, 27, 4, 8, 8, 24, 64, 96),
+    "paper": SynthConfig(140, 41, 27, 8, 8, 8, 48, 224, 64),
 }
 
 

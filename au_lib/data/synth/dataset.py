@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence as Seq
 
@@ -201,7 +202,10 @@ class SynthPairDataset(Dataset):
     """
 
     def __init__(self, view: str, subjects: Seq[str], config: SynthConfig, image_size: int, seed: int,
-                 max_gap: int | None = None, device: str = "cpu"):
+                 max_gap: int | None = None, device: str = "cpu", lighting: str = "scene"):
+        if lighting not in ("scene", "flat"):
+            raise ValueError(f"lighting={lighting!r}: use 'scene' (each video's light) or 'flat' (ambient only)")
+        self.lighting = lighting
         self.view = get_view(view).name
         v = get_view(view)
         self.aus = v.aus
@@ -252,10 +256,11 @@ class SynthPairDataset(Dataset):
         tgt = self.target_of(i)
         rend, seqs = self._subject(name)
         seq = seqs[s]
+        scene = seq.scene if self.lighting == "scene" else replace(seq.scene, ambient=1.0, diffuse=0.0, specular=0.0)
         au = torch.tensor(seq.au[[src, tgt, tgt, src]], dtype=torch.float32)
         pose = torch.tensor(seq.pose[[src, tgt, src, tgt]], dtype=torch.float32)
         with torch.no_grad():
-            out = rend.render(au, pose, seq.scene, self.image_size, ("rgb",))
+            out = rend.render(au, pose, scene, self.image_size, ("rgb",))
             faces = rend.model.topology.faces
             src_r = _slice(out, 0)
             res = {}
@@ -285,16 +290,19 @@ def _slice(r, k: int):
 def open_pairs(*, root: str | os.PathLike | None = None, subjects: Seq[str] | None = None,
                split: str | None = None, view: str = "bp4d", modalities: Seq[str] = ("rgb",),
                image_size: int | None = None, profile: str | None = None, seed: int = 0,
-               fold: int | None = None, max_gap: int | None = None, device: str = "cpu") -> SynthPairDataset:
+               fold: int | None = None, max_gap: int | None = None, device: str = "cpu",
+               lighting: str = "scene") -> SynthPairDataset:
     """TCAE pairs over a SynthAU view (same options as :func:`open_dataset`; RGB only; rendered on the
-    fly, so nothing is cached). ``max_gap`` limits the frame distance between source and target."""
+    fly, so nothing is cached). ``max_gap`` limits the frame distance between source and target.
+    ``lighting="flat"`` renders with ambient light only: shading then cannot change as the head turns,
+    so warping with the ground truth must reproduce the output (used to check the ground truth)."""
     mods = check_modalities(modalities)
     if mods != ("rgb",):
         raise ValueError(f"open_pairs renders RGB pairs only, got modalities={mods}")
     get_view(view)
     cfg, size = resolve_config(profile, image_size)
     chosen = select_subjects(view, profile, subjects, split, fold, seed)
-    return SynthPairDataset(view, chosen, cfg, size, seed, max_gap, device)
+    return SynthPairDataset(view, chosen, cfg, size, seed, max_gap, device, lighting)
 
 
 def photometric_check(pair: dict, which: str = "au", erode: int = 1) -> tuple[float, float, float]:

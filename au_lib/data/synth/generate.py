@@ -123,8 +123,10 @@ def ensure_view(view: str, *, root: str | os.PathLike | None = None, seed: int =
 
     size = check_size(image_size if image_size is not None else cfg.image_size)
     key = view_key(view, seed, cfg, size)
-    folder = Path(root) if root is not None else default_root()
-    folder = folder / f"{key['view']}-{size}px-{cache.config_hash(key)}"
+    base = Path(root) if root is not None else default_root()
+    for old in cache.remove_stale(base, GENERATOR_VERSION):
+        warnings.warn(f"removed SynthAU cache {old} of an older generator version", RuntimeWarning, stacklevel=2)
+    folder = base / f"{key['view']}-{size}px-{cache.config_hash(key)}"
     man_path = folder / "manifest.json"
     manifest = cache.read_json(man_path)
     if not manifest or manifest.get("key") != key:

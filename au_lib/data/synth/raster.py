@@ -38,8 +38,13 @@ class Fragments:
         return self.tri >= 0
 
 
-def rasterize(verts: torch.Tensor, faces: torch.Tensor, height: int, width: int) -> Fragments:
+def rasterize(verts: torch.Tensor, faces: torch.Tensor, height: int, width: int,
+              backend: str | None = None) -> Fragments:
     """Rasterise ``verts`` (B, V, 3) screen-space vertices with ``faces`` (F, 3) into ``height x width``.
+
+    ``backend``: ``"c"`` (the C kernel of :mod:`.raster_cpu`, float32 CPU tensors), ``"torch"``, or
+    None: ``$AU_RASTER_BACKEND`` if set, else the C kernel where it applies and builds. Both give the
+    same fragments.
 
     Every (frame, triangle) pair enumerates exactly the pixel centres of its bounding box
     (``repeat_interleave``), evaluates the triangle's edge functions as affine functions of the pixel
@@ -53,6 +58,10 @@ def rasterize(verts: torch.Tensor, faces: torch.Tensor, height: int, width: int)
         raise ValueError(f"verts must be (B, V, 3), got {tuple(verts.shape)}")
     if height < 1 or width < 1:
         raise ValueError(f"image size must be positive, got {height}x{width}")
+    if _use_c(verts, backend):
+        from au_lib.data.synth.raster_cpu import rasterize_c
+
+        return Fragments(*rasterize_c(verts, faces, height, width))
     B, dev, dt = verts.shape[0], verts.device, verts.dtype
     F_ = faces.shape[0]
     tri = verts[:, faces].reshape(B * F_, 3, 3)  # (N, 3 vertices, xyz)
@@ -114,8 +123,34 @@ def rasterize(verts: torch.Tensor, faces: torch.Tensor, height: int, width: int)
     return Fragments(tri_id.view(B, height, width), bary.view(B, height, width, 3), zbuf.view(B, height, width))
 
 
+def _use_c(verts: torch.Tensor, backend: str | None) -> bool:
+    import os
+
+    choice = backend if backend is not None else os.environ.get("AU_RASTER_BACKEND", "").strip().lower() or None
+    if choice not in (None, "c", "torch"):
+        raise ValueError(f"rasteriser backend {choice!r}: use 'c' or 'torch' (argument or $AU_RASTER_BACKEND)")
+    if choice == "torch":
+        return False
+    fits = verts.device.type == "cpu" and verts.dtype == torch.float32
+    if choice == "c" and not fits:
+        raise ValueError("the C rasteriser takes float32 CPU vertices")
+    if not fits:
+        return False
+    from au_lib.data.synth.raster_cpu import kernel
+
+    if choice == "c" and not kernel.available():
+        raise RuntimeError(f"rasteriser backend 'c' requested but not available: {kernel.error}")
+    return kernel.available()
+
+
 def interpolate(attr: torch.Tensor, faces: torch.Tensor, frags: Fragments, background: float = 0.0) -> torch.Tensor:
-    """Interpolate per-vertex ``attr`` (B, V, C) to pixels -> (B, C, H, W); background pixels get ``background``."""
+    """Interpolate per-vertex ``attr`` (B, V, C) to pixels -> (B, C, H, W); background pixels get ``background``.
+
+    Uses the C kernel under the same rule as :func:`rasterize` (both paths give the same values)."""
+    if _use_c(attr, None) and not attr.requires_grad:
+        from au_lib.data.synth.raster_cpu import interpolate_c
+
+        return interpolate_c(attr, faces, frags.tri, frags.bary, background)
     B, H, W = frags.tri.shape
     C = attr.shape[-1]
     V = attr.shape[1]

@@ -2,8 +2,9 @@
 
 Camera: orthographic, looking down -z; image ``x`` to the right, ``y`` down. Head pose (degrees):
 positive yaw turns the face towards image right, positive pitch tilts it down, positive roll turns it
-clockwise in the image. The head rotates about a pivot behind the face (:data:`PIVOT`), then is scaled
-(``0.4 * H * scale`` pixels per model unit) and translated (``tx * W``, ``ty * H``).
+clockwise. The head rotates about a pivot behind the face (:data:`PIVOT`); then every frame is framed
+as the aligned crops of real AU pipelines (:func:`align_crop`): eye line level, face size fixed, so
+roll, translation and scale do not show while yaw and pitch do.
 
 Modalities (float32, 1xHxW or 3xHxW):
 
@@ -28,7 +29,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from au_lib.data.synth.facemodel import PART_SKIN, FaceModel
+from au_lib.data.synth.appearance import DENT, FURROW_AUS, furrow_textures
+from au_lib.data.synth.calibration import intensity_curve
+from au_lib.data.synth.facemodel import PART_SKIN, FaceModel, weighted_sum
 from au_lib.data.synth.identity import Identity, smooth_noise, vertex_albedo, vertex_uv
 from au_lib.data.synth.raster import Fragments, interpolate, rasterize
 from au_lib.data.synth.sequences import Scene
@@ -36,8 +39,44 @@ from au_lib.data.synth.thermal import muscle_warming_basis, normalise_temperatur
 
 PIVOT = (0.0, -0.1, -0.7)
 DEPTH_NEAR, DEPTH_FAR = 1.2, -1.2
-FACE_SCALE = 0.4  # pixels per model unit, as a fraction of the image height
 MODALITIES = ("rgb", "depth", "thermal")
+# Aligned crop (see :func:`align_crop`): landmarks of the *rest* face (iris centres, mouth corners),
+# crop side = CROP_SIDE * max(|eye-to-eye|, 0.9 |eye-to-mouth|), centre EYE_TO_CENTRE of the way from
+# the eye midpoint to the mouth midpoint.
+ALIGN_LANDMARKS = (468, 473, 61, 291)
+CROP_SIDE = 2.6
+EYE_TO_CENTRE = 0.3
+
+
+def rotate(points: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
+    """``points @ R^T`` for (B, N, 3) points and (B, 3, 3) rotations, written out element by element so
+    that the result does not depend on the thread count (as a BLAS matmul's may)."""
+    return (points[..., :, None, :] * R[:, None, :, :]).sum(-1)
+
+
+def align_crop(marks: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Similarity alignment of a face crop from 2-D landmarks, as real AU pipelines crop faces.
+
+    ``marks`` (B, 4, 2): the two iris centres and the two mouth corners in camera coordinates (x right,
+    y up, model units), computed on the identity's *rest* face so that expressions never move the crop
+    (only the head does). The crop's x axis is the eye line (levelled, as JAA-Net and OpenFace align),
+    its side ``CROP_SIDE * max(|e2e|, 0.9 |e2m|)`` (FFHQ's size rule, stable under yaw and pitch), its
+    centre on the eye-to-mouth line. In-plane rotation and scale are removed; yaw and pitch stay visible.
+
+    Returns:
+        centre (B, 2), unit x axis u (B, 2), and the scale (B,) in pixels per model unit at ``size``.
+    """
+    eyes = marks[:, :2]
+    left_first = (eyes[:, 0, 0] <= eyes[:, 1, 0])[:, None]
+    e_l = torch.where(left_first, eyes[:, 0], eyes[:, 1])
+    e_r = torch.where(left_first, eyes[:, 1], eyes[:, 0])
+    e2e = e_r - e_l
+    eye_mid = 0.5 * (e_l + e_r)
+    e2m = marks[:, 2:].mean(1) - eye_mid
+    u = e2e / e2e.norm(dim=-1, keepdim=True).clamp_min(1e-9)
+    side = CROP_SIDE * torch.maximum(e2e.norm(dim=-1), 0.9 * e2m.norm(dim=-1))
+    centre = eye_mid + EYE_TO_CENTRE * e2m
+    return centre, u, size / side
 
 
 def rotation(pose_deg: torch.Tensor) -> torch.Tensor:
@@ -96,24 +135,31 @@ class SubjectRenderer:
         self.temp = vertex_temperature(model, ident)  # (V,)
         if getattr(model, "_warming", None) is None:  # identity-independent: computed once per model
             model._warming = muscle_warming_basis(model)
+            model.furrowed = [k for k, a in enumerate(model.au_columns) if a in FURROW_AUS]
+            model._furrows = furrow_textures(model, tuple(model.au_columns[k] for k in model.furrowed))
         self.warm = model._warming  # (20, V)
+        self.furrows = model._furrows  # (K, R, R) furrow pattern at E of the AUs in ``model.furrowed``
         tex = np.stack([ident.texture, ident.thermal_texture])
         self.texture = torch.tensor(tex, dtype=torch.float32, device=dev)[None]  # (1, 2, R, R)
         self._bg: dict[tuple[int, int], torch.Tensor] = {}
 
     def geometry(self, au: torch.Tensor, pose: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Screen-space vertices (B, V, 3) and camera-space normals (B, V, 3) for FACS ``au`` (B, 20)
-        and ``pose`` (B, 6)."""
+        and ``pose`` (B, 6), framed as an aligned face crop (see :func:`align_crop`)."""
         m = self.model
         mesh = m.mesh(au, self.shape)
         verts = m.full_vertices(mesh, self.rest)
         R = rotation(pose[:, :3])
         pivot = torch.tensor(PIVOT, dtype=verts.dtype, device=verts.device)
-        cam = (verts - pivot) @ R.transpose(1, 2) + pivot
+        cam = rotate(verts - pivot, R) + pivot
         normals = m.vertex_normals(cam)
-        s = (FACE_SCALE * size * pose[:, 5])[:, None]
-        x = size / 2 + s * cam[..., 0] + (pose[:, 3] * size)[:, None] - 0.5
-        y = size / 2 - s * cam[..., 1] + (pose[:, 4] * size)[:, None] - 0.5
+        marks = rotate((self.rest[list(ALIGN_LANDMARKS)] - pivot).expand(len(R), -1, -1), R) + pivot  # (B, 4, 3)
+        centre, u, scale = align_crop(marks[..., :2], size)
+        rel = cam[..., :2] - centre[:, None]
+        a = (rel * u[:, None]).sum(-1)  # along the eye line
+        b = rel[..., 0] * -u[:, None, 1] + rel[..., 1] * u[:, None, 0]  # perpendicular, up
+        x = size / 2 + scale[:, None] * a - 0.5
+        y = size / 2 - scale[:, None] * b - 0.5
         return torch.stack([x, y, cam[..., 2]], -1), normals
 
     def render(self, au: torch.Tensor, pose: torch.Tensor, scene: Scene, size: int,
@@ -132,30 +178,38 @@ class SubjectRenderer:
         frags = rasterize(screen, faces, size, size)
         mask = frags.mask[:, None]  # (B, 1, H, W)
         images: dict[str, torch.Tensor] = {}
-        temp = self.temp + (au / 5.0) @ self.warm if "thermal" in modalities else None
+        temp = self.temp + weighted_sum(au / 5.0, self.warm) if "thermal" in modalities else None
         attrs = [self.attr_static.expand(B, -1, -1), normals]
         if temp is not None:
             attrs.append(temp[..., None])
         pix = interpolate(torch.cat(attrs, -1), faces, frags)  # (B, C, H, W)
-        n = F.normalize(pix[:, 6:9], dim=1, eps=1e-8)
-        need_tex = "rgb" in modalities or "thermal" in modalities
-        if need_tex:
-            grid = pix[:, 3:5].permute(0, 2, 3, 1)
-            tex = F.grid_sample(self.texture.expand(B, -1, -1, -1), grid, mode="bilinear",
-                                padding_mode="border", align_corners=False)
+        n = pix[:, 6:9]
+        n = n * torch.rsqrt((n * n).sum(1, keepdim=True).clamp_min(1e-16))  # unit normals (F.normalize over
+        # dim 1 of an NCHW tensor takes a slow strided path)
+        grid = pix[:, 3:5].permute(0, 2, 3, 1)
+        tex = F.grid_sample(self.texture.expand(B, -1, -1, -1), grid, mode="bilinear", padding_mode="border",
+                            align_corners=False)  # skin texture, thermal texture
+        amount = intensity_curve(au[:, m.furrowed])  # (B, K) AUs with furrows
+        active = (amount > 0).any(0)
+        if active.any():  # sample only the furrow textures of the AUs shown in this batch
+            sampled = F.grid_sample(self.furrows[active][None].expand(B, -1, -1, -1), grid, mode="bilinear",
+                                    padding_mode="border", align_corners=False)  # (B, K', H, W)
+            furrow = (amount[:, active, None, None] * sampled).sum(1, keepdim=True) * pix[:, 5:6]  # skin only
+        else:
+            furrow = torch.zeros_like(pix[:, 5:6])
         if "rgb" in modalities:
             light = torch.tensor(scene.light, dtype=torch.float32, device=dev)
             half = F.normalize(light + torch.tensor([0.0, 0.0, 1.0], device=dev), dim=0)
             ndl = (n * light[None, :, None, None]).sum(1, keepdim=True).clamp(min=0)
             ndh = (n * half[None, :, None, None]).sum(1, keepdim=True).clamp(min=0)
             skin = pix[:, 5:6]
-            albedo = pix[:, 0:3] * (1 + skin * (tex[:, 0:1] - 1))
+            albedo = pix[:, 0:3] * (1 + skin * (tex[:, 0:1] - 1)) * (1 - furrow)
             tint = torch.tensor(scene.tint, dtype=torch.float32, device=dev)[None, :, None, None]
             rgb = albedo * (scene.ambient + scene.diffuse * ndl) * tint + scene.specular * ndh ** 24 * tint
             bg = self._background(scene, size)
             images["rgb"] = torch.where(mask, rgb.clamp(0, 1), bg[None])
         if "depth" in modalities:
-            z = frags.zbuf[:, None]
+            z = frags.zbuf[:, None] - DENT * furrow.clamp(min=0)
             d = ((DEPTH_NEAR - z) / (DEPTH_NEAR - DEPTH_FAR)).clamp(0, 1)
             images["depth"] = torch.where(mask, d, torch.ones_like(d))
         if "thermal" in modalities:

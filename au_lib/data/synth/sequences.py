@@ -4,9 +4,12 @@ Each sequence plays one *task* (loosely after BP4D's eight emotion-eliciting tas
 *events* from a set of co-occurring combinations (6+12, 1+2(+5+26), 4+7(+23), 1+4+15, 9+10, 17+24,
 25+26, ...); an event has an onset ramp, an apex and an offset ramp (raised-cosine), an apex
 intensity per AU on the FACS 0-5 scale, and the intensity of an AU at a frame is the maximum over
-events. Blinks (AU43) are added at random, and up to two of the AUs that BP4D subjects often hold (6, 7, 10, 12, 14, 17)
-are held at a low level through a video. Head pose drifts smoothly (a sum of random low-frequency
-sinusoids) within yaw +-30, pitch +-20, roll +-15 degrees, with small translation and scale changes.
+events (apex from B to E). Blinks (AU43) are added at random, and AUs that BP4D subjects often hold
+are held through a whole video at a clearly visible level (B to D) with probabilities :data:`HOLD`,
+tuned so that the BP4D-like occurrence rates match BP4D's (:data:`.calibration.BP4D_RATES`, within
+0.04 per AU). Head pose drifts smoothly (a sum of random sinusoids with periods of 8-40 frames, so
+two frames of a video differ by a few degrees) within yaw +-30, pitch +-20, roll +-15 degrees, with
+small translation and scale changes that the aligned crop removes (see :func:`.render.align_crop`).
 """
 
 from __future__ import annotations
@@ -21,21 +24,26 @@ from au_lib.facs import PYFEAT_MESH_AUS
 # (AU combination, relative frequency) per task
 TASKS: dict[str, tuple[tuple[tuple[int, ...], float], ...]] = {
     "happy": (((6, 12), 4.0), ((6, 12, 25), 3.0), ((6, 7, 12, 25, 26), 1.5), ((12,), 1.0), ((10, 12, 14), 1.0)),
-    "sad": (((1, 4, 15), 3.0), ((1, 4), 1.0), ((15, 17), 2.0), ((17, 24), 1.0), ((4, 7), 1.0)),
+    "sad": (((1, 4, 15), 1.5), ((1, 4), 0.5), ((15, 17), 2.0), ((17, 24), 1.0), ((4, 7), 0.4)),
     "startle": (((1, 2, 5), 2.0), ((1, 2, 5, 25, 26), 3.0), ((1, 2), 2.0), ((20, 25), 1.0)),
     "embarrassment": (((6, 12), 2.0), ((12, 14), 2.0), ((12, 24), 1.5), ((17, 24), 1.0), ((10, 14), 1.0)),
-    "fear": (((1, 2, 4, 5, 20), 2.0), ((1, 2, 4), 1.5), ((20, 25), 1.0), ((4, 7), 1.0), ((25, 26), 1.0)),
-    "pain": (((4, 6, 7, 9, 10), 2.0), ((4, 7), 2.0), ((6, 7, 10), 1.5), ((9, 10), 1.0), ((4, 6, 7, 43), 1.0)),
-    "anger": (((4, 7, 23), 3.0), ((4, 7, 23, 24), 1.5), ((4, 7), 1.5), ((17, 24), 1.5), ((10, 17, 23), 1.0)),
-    "disgust": (((9, 10), 3.0), ((9, 10, 17), 1.5), ((4, 9), 1.0), ((10, 14), 1.0), ((15, 17), 1.0)),
+    "fear": (((1, 2, 4, 5, 20), 2.0), ((1, 2, 4), 1.5), ((20, 25), 1.0), ((4, 7), 0.4), ((25, 26), 1.0)),
+    "pain": (((4, 6, 7, 9, 10), 1.5), ((4, 7), 0.8), ((6, 7, 10), 1.5), ((9, 10), 1.0), ((4, 6, 7, 43), 1.0)),
+    "anger": (((4, 7, 23), 2.0), ((4, 7, 23, 24), 1.0), ((4, 7), 0.6), ((17, 24), 1.5), ((10, 17, 23), 1.0)),
+    "disgust": (((9, 10), 3.0), ((9, 10, 17), 1.5), ((4, 9), 0.4), ((10, 14), 1.0), ((15, 17), 1.0)),
 }
 TASK_NAMES = tuple(TASKS)
 # combinations that occur in every task now and then (talking, small movements)
 COMMON = (((25,), 0.8), ((25, 26), 0.8), ((6, 12), 2.0), ((6, 7, 12), 1.2), ((10, 14), 1.2), ((7, 10), 1.0),
           ((12, 14), 1.0), ((14,), 0.6), ((17,), 0.8), ((10,), 1.0), ((7,), 0.8), ((11,), 0.3), ((28,), 0.2),
           ((2,), 0.2))
-# AUs that may be held at a low level through a whole video (BP4D's frequent, sustained AUs)
-TONIC = (6, 7, 10, 12, 14, 17)
+# Probability that an AU is held through a whole video (BP4D's frequent, sustained AUs), tuned so the
+# BP4D-like occurrence rates match BP4D's (see :data:`.calibration.BP4D_RATES` and the data chapter).
+HOLD: dict[int, float] = {1: 0.01, 6: 0.19, 7: 0.41, 10: 0.38, 12: 0.31, 14: 0.33, 15: 0.11, 17: 0.20,
+                          23: 0.12, 24: 0.05}
+HOLD_LEVEL = (1.5, 3.5)  # FACS, B to C/D: a held AU is clearly visible
+EVENT_LEVEL = (1.5, 5.0)  # apex intensity of an event
+EVENT_EVERY = 6.0  # frames between event starts, on average
 POSE_LIMITS = (30.0, 20.0, 15.0)  # yaw, pitch, roll, degrees
 
 
@@ -71,30 +79,36 @@ def _ramp(t: np.ndarray, start: float, onset: float, apex: float, offset: float)
 
 
 def au_events(rng: np.random.Generator, task: str, n_frames: int, gain: float = 1.0) -> np.ndarray:
-    """FACS intensities (n_frames, 20) for ``task`` (continuous 0-5)."""
+    """FACS intensities (n_frames, 20) for ``task`` (continuous 0-5): events, holds and blinks."""
     if task not in TASKS:
         raise KeyError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
     col = {au: i for i, au in enumerate(PYFEAT_MESH_AUS)}
     combos = list(TASKS[task]) + list(COMMON)
     p = np.array([w for _, w in combos])
     p = p / p.sum()
+    p_task = p[:len(TASKS[task])] / p[:len(TASKS[task])].sum()
     t = np.arange(n_frames, dtype=np.float64)
     out = np.zeros((n_frames, len(PYFEAT_MESH_AUS)))
-    # events: about one starting every 8 frames, at least one per sequence, biased to the task's own
-    n_events = max(1, rng.poisson(n_frames / 6.0))
+    # events: about one starting every EVENT_EVERY frames, at least one per sequence, the first from the task
+    n_events = max(1, rng.poisson(n_frames / EVENT_EVERY))
     for e in range(n_events):
-        k = rng.choice(len(TASKS[task])) if e == 0 else rng.choice(len(combos), p=p)
+        k = rng.choice(len(TASKS[task]), p=p_task) if e == 0 else rng.choice(len(combos), p=p)
         aus = combos[k][0]
-        onset, apex, offset = rng.uniform(2, 7), rng.uniform(1, 14), rng.uniform(2, 8)
+        onset, apex, offset = rng.uniform(2, 6), rng.uniform(2, 14), rng.uniform(2, 7)
         start = rng.uniform(-onset - apex, n_frames - 1) if e else rng.uniform(-onset, max(0.0, n_frames / 2 - onset))
-        level = rng.uniform(1.0, 5.2)
+        level = rng.uniform(*EVENT_LEVEL)
         curve = _ramp(t, start, onset, apex, offset)
         for au in aus:
-            peak = np.clip(level * rng.uniform(0.7, 1.15) * gain, 0.6, 5.0)
+            peak = np.clip(level * rng.uniform(0.8, 1.1) * gain, 1.0, 5.0)
             out[:, col[au]] = np.maximum(out[:, col[au]], peak * curve)
-    # sustained low-level AUs (0-2 per video)
-    for au in rng.choice(TONIC, size=rng.integers(0, 3), replace=False):
-        out[:, col[int(au)]] = np.maximum(out[:, col[int(au)]], rng.uniform(0.6, 2.2) * gain)
+    # held AUs: present through the whole video at a slowly varying level (BP4D's sustained AUs)
+    draw = rng.random(len(HOLD))
+    levels = rng.uniform(*HOLD_LEVEL, size=len(HOLD))
+    phase = rng.uniform(0, 2 * math.pi, size=len(HOLD))
+    for (au, prob), u, level, ph in zip(HOLD.items(), draw, levels, phase):
+        if u < prob:
+            held = level * gain * (1 + 0.12 * np.sin(2 * math.pi * t / 30.0 + ph))
+            out[:, col[au]] = np.maximum(out[:, col[au]], np.clip(held, 1.0, 5.0))
     # blinks
     n_blinks = rng.poisson(n_frames / 25.0)
     for _ in range(n_blinks):
@@ -112,7 +126,7 @@ def pose_track(rng: np.random.Generator, n_frames: int) -> np.ndarray:
         amp = rng.uniform(0.3, 1.0)
         val = np.zeros(n_frames)
         for _ in range(3):
-            period = rng.uniform(20, 120)
+            period = rng.uniform(8, 40)
             val += rng.normal() * np.sin(2 * math.pi * t / period + rng.uniform(0, 2 * math.pi))
         val = val / 2.0 + rng.normal(0, 0.4)
         cols.append(lim * amp * np.tanh(val))
