@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from au_lib.metrics import choose_thresholds, f1_per_au, pos_weights
+from au_lib.metrics import choose_thresholds, f1_per_au
 from au_lib.profiles import pick
 
 
@@ -70,6 +70,13 @@ def _augment(x: torch.Tensor, shift: int, gen: torch.Generator) -> torch.Tensor:
     return torch.where(flip[:, None, None, None], x.flip(-1), x)
 
 
+def _pos_weight(labels: np.ndarray) -> torch.Tensor:
+    """sqrt of the negative/positive ratio per AU, at most sqrt(10); an AU without positives gets 1."""
+    pos = (labels == 1).sum(0)
+    ratio = np.where(pos > 0, (len(labels) - pos) / np.maximum(pos, 1), 1.0)
+    return torch.tensor(np.sqrt(np.clip(ratio, 0, 10)), dtype=torch.float32)
+
+
 def _scores(model: torch.nn.Module, images: torch.Tensor, batch: int = 256) -> np.ndarray:
     model.eval()
     out = []
@@ -98,7 +105,7 @@ def _probe(x_tr, y_tr, x_val, y_val, x_te, y_te, aus, size: int, steps: int) -> 
     torch.nn.init.zeros_(lin.weight)
     torch.nn.init.zeros_(lin.bias)
     yt = torch.tensor(y_tr, dtype=torch.float32)
-    pw = torch.tensor(pos_weights(y_tr), dtype=torch.float32).clamp(max=10).sqrt()
+    pw = _pos_weight(y_tr)
     opt = torch.optim.LBFGS(lin.parameters(), lr=0.5, max_iter=steps, history_size=20, line_search_fn="strong_wolfe")
 
     def closure():
@@ -138,7 +145,7 @@ def run_learnability(view: str = "bp4d", *, profile: str | None = None, seed: in
     model = resnet18(weights=None, num_classes=len(aus))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.1)
-    pw = torch.tensor(pos_weights(y_tr), dtype=torch.float32).clamp(max=10).sqrt()
+    pw = _pos_weight(y_tr)
     yt = torch.tensor(y_tr, dtype=torch.float32)
     model.train()
     bar = tqdm(range(cfg.steps), desc=f"learnability {view}", disable=not progress)
@@ -169,3 +176,29 @@ def run_learnability(view: str = "bp4d", *, profile: str | None = None, seed: in
         "all_present": {"per_au": (2 * rates / (1 + rates)).tolist(), "mean": float((2 * rates / (1 + rates)).mean())},
         "rates": rates.tolist(), "wall_s": time.perf_counter() - t0,
     }
+
+
+def learnability_result(view: str, path, *, profile: str | None = None, seed: int = 0,
+                        progress: bool = True) -> dict:
+    """The result file at ``path`` for ``view`` if it was made with the same settings and generator
+    version (checked by :func:`au_lib.results.reusable`), else run :func:`run_learnability` and write it.
+
+    Returns the loaded result (``metrics`` holds :func:`run_learnability`'s dict, ``provenance`` where
+    and how it ran)."""
+    from au_lib.data.synth.config import GENERATOR_VERSION
+    from au_lib.profiles import current_profile
+    from au_lib.provenance import make_provenance
+    from au_lib.results import load_result, reusable, save_result
+
+    prof = profile or current_profile()
+    cfg = pick(LEARNABILITY_PROFILES, prof)
+    config = {"view": view, "profile": prof, "seed": seed, "settings": asdict(cfg), "data": GENERATOR_VERSION}
+    stored = reusable(path, config)
+    if stored is not None:
+        return stored
+    import torch
+
+    metrics = run_learnability(view, profile=prof, seed=seed, settings=cfg, progress=progress)
+    save_result(path, config, metrics, make_provenance(prof, metrics["wall_s"]),
+                extra={"threads": torch.get_num_threads()})
+    return load_result(path)

@@ -148,3 +148,46 @@ def show_displacement(pair: dict, which: str = "au", step: int = 6):
         a.axis("off")
     fig.tight_layout()
     return fig
+
+
+def show_rates_vs_reference(rates: np.ndarray, reference: dict[int, float], aus: Sequence[int],
+                            label: str = "SynthAU BP4D-like", ref_label: str = "BP4D (from its class weights)",
+                            ax=None):
+    """Per-AU occurrence rates of a view beside a reference table (bars side by side)."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 2.8))
+    x = np.arange(len(aus))
+    ax.bar(x - 0.2, rates, 0.4, label=label, color="tab:blue")
+    ax.bar(x + 0.2, [reference[a] for a in aus], 0.4, label=ref_label, color="tab:gray")
+    ax.set_xticks(x, [f"AU{a}" for a in aus], fontsize=8)
+    ax.set_ylabel("occurrence rate")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8, frameon=False)
+    return ax
+
+
+def show_learnability(results: dict[str, dict]):
+    """Per-AU test F1 (in %) of the learnability bar for each view: ResNet-18 from scratch, the same on
+    its training frames, a logistic probe on 32x32 grey pixels, and "every AU present".
+
+    ``results``: view name -> the dict of :func:`au_lib.experiments.learnability.run_learnability`."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(6.5 * len(results), 3.0), squeeze=False)
+    for ax, (view, r) in zip(axes[0], results.items()):
+        aus = r["aus"]
+        x = np.arange(len(aus) + 1)
+        series = [("ResNet-18, test", r["cnn"]["test"], "tab:blue"), ("ResNet-18, train", r["cnn"]["train"], "tab:cyan"),
+                  ("pixel probe, test", r["probe"]["test"], "tab:orange"), ("all present", r["all_present"], "tab:gray")]
+        for k, (name, s, colour) in enumerate(series):
+            vals = 100 * np.array([np.nan if v is None else v for v in s["per_au"]] + [s["mean"]], dtype=float)
+            ax.bar(x + (k - 1.5) * 0.2, vals, 0.2, label=name, color=colour)
+        ax.set_xticks(x, [f"AU{a}" for a in aus] + ["mean"], fontsize=7)
+        ax.set_ylim(0, 100)
+        ax.set_ylabel("F1 (%)")
+        ax.set_title(f"{view}-like view, held-out subjects", fontsize=9)
+    axes[0, 0].legend(fontsize=7, frameon=False, ncol=2, loc="upper left")
+    fig.tight_layout()
+    return fig
