@@ -280,7 +280,7 @@ def _mcm_cmd(ctx: Context, wd: Path) -> list[str]:
     if ctx.dry:
         sizes = ["--profile", "smoke", "--batch", "4", "--repeats", "1", "--warmup", "0"]
     else:
-        sizes = ["--no-cpu", "--gpu-batch", "256", "--mfu-batch", "256", "--repeats", "5", "--warmup", "2"]
+        sizes = ["--no-cpu", "--gpu-batch", "256", "--mfu-batch", "256", "--repeats", "3", "--warmup", "2"]
     return [ctx.python, "bench/bench_mcm.py", *sizes, "--out", str(wd)]
 
 
@@ -375,15 +375,15 @@ def _chapter_collect(ctx: Context, wd: Path, output: str) -> dict:
 
 SECTIONS: list[Section] = [
     Section("cuda_tests", "Triton warp fwd/bwd and fused mix vs the PyTorch path and grid_sample; bf16 autocast",
-            100, 30, _tests_cmd, _tests_collect),
+            110, 30, _tests_cmd, _tests_collect),
     Section("bench_warp", "warp fwd+bwd vs the official grid_sample path, 64x3x256x256 and smaller",
-            70, 25, _warp_cmd, _warp_collect),
+            60, 25, _warp_cmd, _warp_collect),
     Section("bench_mcm", "MCM step (bf16, SDPA, torch.compile) vs reference MAE; MFU; peak memory, batch 256",
-            170, 90, _mcm_cmd, _mcm_collect),
+            190, 90, _mcm_cmd, _mcm_collect),
     Section("pretrain_mcm", "paper-profile MCM pre-training, 256 steps: the loss falls",
             80, 45, _pretrain_cmd, _pretrain_collect),
     Section("train_tcae", "paper-profile TCAE training, 300 steps at 256x256: the loss falls",
-            90, 45, _tcae_cmd, _tcae_collect),
+            85, 45, _tcae_cmd, _tcae_collect),
     Section("chapter", "one paper-profile chapter end to end, if time is left",
             240, 150, _chapter_cmd, _chapter_collect,
             env=lambda ctx: {"AU_PROFILE": "smoke" if ctx.dry else "paper"}, unavailable=_chapter_unavailable),
