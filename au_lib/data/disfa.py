@@ -23,7 +23,7 @@ from au_lib.facs import DISFA_ANNOTATED_AUS, DISFA_AUS
 
 from .bp4d import check_root
 from .folds import Fold, standard_folds
-from .labels import presence_from_intensity, read_disfa_labels
+from .labels import check_limit, check_threshold, presence_from_intensity, read_disfa_labels
 from .prepare import SequenceJob
 from .sources import VideoSource
 
@@ -53,6 +53,9 @@ def video_path(root: Path, subject: str, camera: str = "left") -> Path:
 def scan(root: str | os.PathLike | None = None, *, subjects: Sequence[str] | None = None, camera: str = "left",
          threshold: float = DEFAULT_THRESHOLD, limit: int | None = None) -> list[SequenceJob]:
     """One :class:`SequenceJob` per subject (one video each)."""
+    limit, threshold = check_limit(limit), check_threshold(threshold)
+    if camera not in CAMERAS:
+        raise ValueError(f"camera must be 'left' or 'right', got {camera!r}")
     root = check_root(root, ENV_ROOT, NAME)
     label_dir = root / "ActionUnit_Labels"
     if not label_dir.is_dir():
