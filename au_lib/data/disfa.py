@@ -7,7 +7,9 @@ Expected layout under ``root`` (as distributed)::
     root/ActionUnit_Labels/SN001/SN001_au1.txt ... SN001_au26.txt   lines 'frame,intensity' (1-based, 0-5)
 
 Videos may also sit anywhere below ``root`` (found by file name). **Frame numbering**: label frame k
-(1-based) is the decoded video frame with 0-based index k - 1 (PyAV, sequential decoding).
+(1-based) is the video frame with 0-based index k - 1, the index read from the frame's timestamp
+(PyAV, sequential decoding; gaps from damaged or dropped packets are reported, see
+:class:`~au_lib.data.sources.VideoSource`).
 Occurrence over :data:`AUS` (the 8 detection AUs) is ``intensity >= threshold`` (2 by convention,
 ME-GraphAU/FMAE/py-feat); the 12 annotated intensities are kept as ``au_intensity``.
 The camera is a parameter: ``left`` by default (as ME-GraphAU); FMAE and LibreFace use ``right``.

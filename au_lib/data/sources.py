@@ -57,8 +57,10 @@ def decode_image_bytes(data: bytes, name: str) -> np.ndarray:
             return np.asarray(im.convert("RGB"))
     except UnreadableFrame:
         raise
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError,
-            MemoryError) as exc:
+    except Image.DecompressionBombError as exc:
+        raise UnreadableFrame(f"{name}: image header claims an oversized image ({exc}); damaged or not a "
+                              f"video frame") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, MemoryError) as exc:
         raise UnreadableFrame(f"{name}: unreadable image ({type(exc).__name__}: {exc})") from None
 
 
