@@ -602,3 +602,62 @@ def test_pool_workers_die_with_a_killed_parent(tmp_path):
         for w in [int(p.name) for p in pids.iterdir()]:
             if alive(w):
                 os.kill(w, signal.SIGKILL)
+
+
+PREPARE_SCRIPT = """
+import sys
+sys.path[:0] = [{here!r}, {root!r}]
+from pathlib import Path
+import numpy as np
+from _fake_align import FakeAligner
+from au_lib.data.prepare import SequenceJob, prepare
+from au_lib.data.sources import ImageFolderSource
+
+if __name__ == "__main__":
+    raw, out, delay, workers = Path(sys.argv[1]), sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
+    jobs = []
+    for s in "ABCD":
+        frames = list(range(1, 13))
+        au = np.array([[f % 2, (f // 2) % 2] for f in frames], np.float32)
+        jobs.append(SequenceJob(s, "T1", frames, au, np.full((12, 1), 3, np.float32),
+                                ImageFolderSource.scan(raw / s)))
+    prepare("bp4d", jobs, out, aus=(1, 2), intensity_aus=(6,), workers=workers,
+            aligner=FakeAligner(delay=delay), progress=False)
+"""
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.suffix in (".jpg", ".csv")}
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_killed_prepare_resumes_to_the_identical_result(tmp_path, workers):
+    for s in "ABCD":
+        image_folder(tmp_path / "raw" / s, range(1, 13), size=16)
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "raw" / "B" / "0005.png")  # a no_face row
+    script = tmp_path / "run.py"
+    script.write_text(PREPARE_SCRIPT.format(here=str(HERE), root=str(HERE.parent)))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+
+    def launch(out, delay):
+        return subprocess.Popen([sys.executable, str(script), str(tmp_path / "raw"), str(out), str(delay),
+                                 str(workers)], env=env)
+
+    ref = tmp_path / "uninterrupted"
+    assert launch(ref, 0.0).wait(120) == 0
+    out = tmp_path / "resumed"
+    p = launch(out, 0.05)
+    deadline = time.monotonic() + 60
+    while len(list(out.glob("parts/*.json"))) < 1 and time.monotonic() < deadline:  # at least one sequence done
+        time.sleep(0.05)
+    p.send_signal(signal.SIGKILL)
+    p.wait(10)
+    assert not json.loads((out / "prepare.json").read_text())["complete"]
+    assert len(list(out.glob("parts/*.json"))) < 4, "the run finished before it was killed"
+    time.sleep(0.5)  # let orphaned workers (if any) notice
+    assert launch(out, 0.0).wait(120) == 0
+    assert _tree(out) == _tree(ref)  # index.csv, failures.csv and every crop, byte for byte
+    summary = json.loads((out / "prepare.json").read_text())["summary"]
+    assert summary["reused_sequences"] >= 1 and summary["aligned_frames"] == 47
+    assert not list(out.rglob("*.tmp"))
