@@ -232,7 +232,10 @@ def process_sequence(job: SequenceJob, out: str, aligner: FaceAligner, *, fmt: s
         if n_seen - done >= 25:
             tick(n_seen - done)
             done = n_seen
-        i = label_of[frame]
+        i = label_of.get(frame)
+        if i is None:  # a custom source yielding frames nobody asked for
+            issue(frame, "unreadable_frame", f"{job.key}: the frame source returned frame {frame}, which has no label")
+            continue
         if isinstance(img, Exception):
             kind = "label_without_frame" if isinstance(img, MissingFrame) else "unreadable_frame"
             issue(frame, kind, str(img))
@@ -406,20 +409,29 @@ def _prepare(dataset, jobs, out: Path, meta: dict, aus, intensity_aus, aligner, 
         from multiprocessing.managers import SyncManager
 
         ctx = mp.get_context("spawn")
+        previous = os.environ.get("AU_PREPARE_PARENT")
         os.environ["AU_PREPARE_PARENT"] = str(os.getpid())  # inherited by the spawned processes
-        manager = SyncManager(ctx=ctx)
-        manager.start(initializer=_die_with_parent)
-        with manager, ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_die_with_parent) as pool:
-            ticks = manager.Queue()
-            pending = {pool.submit(process_sequence, job, str(out), aligner, tick=ticks.put, **kw) for job in jobs}
-            while pending:
-                finished, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
-                while True:
-                    try:
-                        bar.update(ticks.get_nowait())
-                    except queue_mod.Empty:
-                        break
-                parts += [f.result() for f in finished]
+        try:
+            manager = SyncManager(ctx=ctx)
+            manager.start(initializer=_die_with_parent)
+            with manager, ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
+                                              initializer=_die_with_parent) as pool:
+                ticks = manager.Queue()
+                pending = {pool.submit(process_sequence, job, str(out), aligner, tick=ticks.put, **kw)
+                           for job in jobs}
+                while pending:
+                    finished, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                    while True:
+                        try:
+                            bar.update(ticks.get_nowait())
+                        except queue_mod.Empty:
+                            break
+                    parts += [f.result() for f in finished]
+        finally:
+            if previous is None:
+                os.environ.pop("AU_PREPARE_PARENT", None)
+            else:
+                os.environ["AU_PREPARE_PARENT"] = previous
     bar.close()
     return _finish(out, meta, parts, extra_issues, aus, intensity_aus, log)
 
