@@ -16,7 +16,7 @@ export PYTHONHASHSEED ?= 0
 export PYTHONUNBUFFERED := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help setup assets test unit nbval book check execute bench clean
+.PHONY: help setup assets test unit nbval book check execute bench gpu-check clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -62,6 +62,9 @@ execute: assets  ## regenerate the stored chapter outputs in the cpu profile (sl
 
 bench: assets  ## speed benchmarks (CPU here; also run them on a GPU)
 	$(BIN)/python -m au_lib bench
+
+gpu-check:  ## on a CUDA machine: CUDA tests, GPU benchmarks, paper-profile steps; one JSON (9 min)
+	bench/gpu_check.sh $(GPU_CHECK_ARGS)
 
 clean:  ## remove the built book (keeps .venv and .cache)
 	rm -rf _build

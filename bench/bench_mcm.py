@@ -16,13 +16,14 @@ On CUDA (paper size: ViT-B/16 at 224, three 8x512 decoders) ours runs with bf16 
 the FLOP rate: the plain MAE does less work per image (one decoder), so at equal efficiency ours
 runs at (its FLOPs / ours) of its images/s.
 
-Usage: ``python bench/bench_mcm.py [--out DIR] [--profile cpu] [--batch 32] [--repeats 5]``.
+Usage: ``python bench/bench_mcm.py [--out DIR] [--profile cpu] [--batch 32] [--repeats 5]
+[--no-cpu] [--gpu-batch 64] [--mfu-batch 256]``; with ``--gpu-batch`` equal to ``--mfu-batch`` the
+GPU part compiles and measures once (what ``bench/gpu_check.py`` does).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -245,44 +246,57 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--no-cpu", action="store_true", help="skip the CPU comparison (GPU part only; needs CUDA)")
+    ap.add_argument("--gpu-batch", type=int, default=64, help="GPU batch of ours against the references")
+    ap.add_argument("--mfu-batch", type=int, default=256, help="GPU batch of ours alone: MFU and peak memory")
     args = ap.parse_args(argv)
-    from au_lib.provenance import device_name, git_commit
+    from au_lib.provenance import atomic_write_json, device_name, git_commit
 
+    if args.no_cpu and not torch.cuda.is_available():
+        raise SystemExit("bench_mcm: --no-cpu leaves only the GPU part, but CUDA is not available")
+    for name in ("batch", "gpu_batch", "mfu_batch", "repeats"):
+        if getattr(args, name) < 1:
+            raise SystemExit(f"bench_mcm: --{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     results = {"commit": git_commit(), "torch": torch.__version__, "threads": torch.get_num_threads()}
-    cfg = MCM_PROFILES[args.profile]
-    cpu = torch.device("cpu")
-    r = bench_size(cfg, args.batch, cpu, args.repeats, args.warmup)
-    results["cpu"] = {"device": device_name(cpu), "profile": args.profile, "batch": args.batch, **r}
-    print(f"CPU ({device_name(cpu)}), {args.profile} size, batch {args.batch}, mask 0.5, train step images/s:")
-    for k in ("mae", "mae3", "ours"):
-        print(f"  {k:5s} {r[k]['images_per_s']:8.1f}")
-    print(f"  ours / plain MAE (1 decoder): {r['ratio_vs_mae']:.2f}x   "
-          f"ours / MAE-style MCM (3 decoders): {r['ratio_vs_mae3']:.2f}x")
-    fl = r["train_flops_per_image"]
-    print(f"  ours does {fl['ours'] / fl['mae']:.2f}x the plain MAE's FLOPs per image; "
-          f"FLOP rate ours / plain MAE: {r['flop_rate_ratio_vs_mae']:.2f}x")
+    if not args.no_cpu:
+        cfg = MCM_PROFILES[args.profile]
+        cpu = torch.device("cpu")
+        r = bench_size(cfg, args.batch, cpu, args.repeats, args.warmup)
+        results["cpu"] = {"device": device_name(cpu), "profile": args.profile, "batch": args.batch, **r}
+        print(f"CPU ({device_name(cpu)}), {args.profile} size, batch {args.batch}, mask 0.5, train step images/s:")
+        for k in ("mae", "mae3", "ours"):
+            print(f"  {k:5s} {r[k]['images_per_s']:8.1f}")
+        print(f"  ours / plain MAE (1 decoder): {r['ratio_vs_mae']:.2f}x   "
+              f"ours / MAE-style MCM (3 decoders): {r['ratio_vs_mae3']:.2f}x")
+        fl = r["train_flops_per_image"]
+        print(f"  ours does {fl['ours'] / fl['mae']:.2f}x the plain MAE's FLOPs per image; "
+              f"FLOP rate ours / plain MAE: {r['flop_rate_ratio_vs_mae']:.2f}x")
     if torch.cuda.is_available():
         dev = torch.device("cuda")
         name = torch.cuda.get_device_name(dev)
         paper = MCM_PROFILES["paper"]
         # same batch: references eager fp32, ours bf16 + SDPA + torch.compile (the GPU target: >= 1.5x)
-        g = bench_size(paper, 64, dev, args.repeats, args.warmup, compile_ours=True, amp=True, with_refs=True)
-        # ours alone at batch 256: MFU and peak memory
-        g_amp = bench_size(paper, 256, dev, args.repeats, args.warmup, compile_ours=True, amp=True, with_refs=False)
+        g = bench_size(paper, args.gpu_batch, dev, args.repeats, args.warmup, compile_ours=True, amp=True,
+                       with_refs=True)
+        # ours alone at the MFU batch: MFU and peak memory (the same run when the batches are equal)
+        g_amp = g if args.mfu_batch == args.gpu_batch else bench_size(
+            paper, args.mfu_batch, dev, args.repeats, args.warmup, compile_ours=True, amp=True, with_refs=False)
         peak = next((v for k, v in PEAK_BF16.items() if k in name), None)
         flops = mcm_train_flops_per_image(paper)
         ips = g_amp["ours"]["images_per_s"]
-        results["gpu"] = {"device": name, "refs_fp32_ours_bf16_compile_batch64": g, "bf16_compile_batch256": g_amp,
-                          "train_flops_per_image": flops, "mfu": flops * ips / peak if peak else None}
-        print(f"GPU {name}, ViT-B/16 224, batch 64: mae (fp32 eager) {g['mae']['images_per_s']:.0f}, "
+        results["gpu"] = {"device": name, "gpu_batch": args.gpu_batch, "mfu_batch": args.mfu_batch,
+                          "refs_fp32_ours_bf16_compile": g, "ours_bf16_compile_mfu_batch": g_amp,
+                          "train_flops_per_image": flops, "peak_bf16_flops": peak,
+                          "mfu": flops * ips / peak if peak else None}
+        print(f"GPU {name}, ViT-B/16 224, batch {args.gpu_batch}: mae (fp32 eager) {g['mae']['images_per_s']:.0f}, "
               f"mae3 (fp32 eager) {g['mae3']['images_per_s']:.0f}, ours (bf16+SDPA+compile) "
               f"{g['ours']['images_per_s']:.0f} img/s: ours/mae3 {g['ratio_vs_mae3']:.2f}x (target >= 1.5); "
-              f"ours bf16+SDPA+compile batch 256: {ips:.0f} img/s, peak {g_amp['ours']['peak_mem_gib']:.1f} GiB"
-              + (f", MFU {flops * ips / peak:.1%}" if peak else ""))
+              f"ours bf16+SDPA+compile batch {args.mfu_batch}: {ips:.0f} img/s, "
+              f"peak {g_amp['ours']['peak_mem_gib']:.1f} GiB"
+              + (f", MFU {flops * ips / peak:.1%}" if peak else ", MFU unknown (no bf16 peak for this device)"))
     if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "bench_mcm.json").write_text(json.dumps(results, indent=1))
+        path = atomic_write_json(Path(args.out) / "bench_mcm.json", results)
+        print(f"wrote {path}")
     return 0
 
 

@@ -67,7 +67,8 @@ def test_bp4d_report_lists_every_failure(bp4d_prepared):
     assert "0714.jpg" in f[f.kind == "unreadable_frame"].detail.iloc[0]
     rep = json.loads((out / "report.json").read_text())["summary"]
     assert rep["aligned_frames"] == 6 and rep["labelled_frames"] == 9
-    assert rep["failures"] == {"no_face": 1, "unreadable_frame": 1, "label_without_frame": 1, "modality_missing": 0}
+    assert rep["failures"] == {"no_face": 1, "unreadable_frame": 1, "label_without_frame": 1, "modality_missing": 0,
+                               "unreadable_modality": 0, "part_damaged": 0}
     text = (out / "report.txt").read_text()
     assert "6 of 9 labelled frames" in text and "no_face" in text
     meta = json.loads((out / "prepare.json").read_text())
@@ -134,7 +135,7 @@ def test_bp4d_open_dataset_samples(bp4d_prepared):
 def test_bp4d_malformed_label_stops_with_file_name(tmp_path, capsys):
     fx.make_bp4d(tmp_path / "raw")
     p = tmp_path / "raw" / "AUCoding" / "AU_OCC" / "M001_T2.csv"
-    p.write_text(p.read_text().replace("0,1,2,3,4,", "0,1,2,3,5,", 1))  # column AU4 missing
+    p.write_text(p.read_text().replace("0,1,2,3,4,", "0,1,2,3,54,", 1))  # column AU4 missing (54 is no BP4D AU)
     assert prepare("bp4d", tmp_path / "raw", tmp_path / "out") == 2
     err = capsys.readouterr().err
     assert "M001_T2.csv" in err and "missing column for AU [4]" in err

@@ -107,6 +107,7 @@ def test_triton_kernels_match_torch_under_interpreter():
     assert r.returncode == 0 and "TRITON-OK" in r.stdout, r.stdout + r.stderr
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available() or not _triton_importable(), reason="needs CUDA + Triton")
 def test_triton_kernels_match_torch_on_gpu():
     r = _run("cuda", interpret=False)

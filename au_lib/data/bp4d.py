@@ -14,6 +14,7 @@ Folds: the standard subject-exclusive 3 folds of :mod:`au_lib.data.folds`.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Sequence
 
@@ -22,7 +23,7 @@ import numpy as np
 from au_lib.facs import BP4D_AUS, BP4D_INTENSITY_AUS
 
 from .folds import Fold, standard_folds
-from .labels import read_bp4d_intensity, read_occurrence_csv
+from .labels import LabelFormatError, check_limit, read_bp4d_intensity, read_occurrence_csv
 from .prepare import Issue, SequenceJob
 from .sources import ImageFolderSource
 
@@ -51,6 +52,20 @@ def check_root(root: str | os.PathLike | None, env: str, name: str) -> Path:
     return p
 
 
+def label_files(occ_dir: Path) -> list[Path]:
+    """The ``<subject>_<task>.csv`` files of an ``AU_OCC`` folder, sorted.
+
+    A ``.csv`` named otherwise (``F001-T1.csv``, ``F001_T1_v2.csv``) is an error naming it, not a
+    sequence silently left out.
+    """
+    files = sorted(p for p in occ_dir.iterdir() if p.is_file() and p.suffix.lower() == ".csv")
+    odd = [p.name for p in files if not re.fullmatch(r"[^_\s]+_[^_\s]+", p.stem)]
+    if odd:
+        raise LabelFormatError(f"{occ_dir}: label file(s) {odd} are not named <subject>_<task>.csv "
+                               f"(e.g. F001_T1.csv); rename or move them")
+    return files
+
+
 def frames_issues(subject: str, seq: str, labelled: Sequence[int], available: set[int]) -> list[Issue]:
     """Frames with images but no labels (informational; not prepared)."""
     extra = sorted(available - set(int(f) for f in labelled))
@@ -67,6 +82,7 @@ def scan(root: str | os.PathLike | None = None, *, subjects: Sequence[str] | Non
         subjects, tasks: restrict to these (default: every label file).
         limit: keep the first ``limit`` labelled frames per sequence (to try the pipeline quickly).
     """
+    limit = check_limit(limit)
     root = check_root(root, ENV_ROOT, NAME)
     occ_dir = find_dir(root, ["AUCoding/AU_OCC", "AU_OCC"], "AU_OCC label")
     int_dir = None
@@ -78,7 +94,7 @@ def scan(root: str | os.PathLike | None = None, *, subjects: Sequence[str] | Non
         if (root / c).is_dir():
             frame_root = root / c
     jobs = []
-    files = sorted(occ_dir.glob("*_*.csv"))
+    files = label_files(occ_dir)
     if not files:
         raise FileNotFoundError(f"{occ_dir}: no <subject>_<task>.csv label files")
     for path in files:

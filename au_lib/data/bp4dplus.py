@@ -49,9 +49,9 @@ import numpy as np
 from au_lib.facs import BP4D_AUS, BP4D_INTENSITY_AUS, BP4DPLUS_AUS
 
 from .bp4d import check_root, find_dir
-from .bp4d import frames_issues
+from .bp4d import frames_issues, label_files
 from .folds import Fold, folds_from_parts, split_subjects
-from .labels import read_bp4d_intensity, read_occurrence_csv
+from .labels import check_limit, read_bp4d_intensity, read_occurrence_csv
 from .prepare import SequenceJob
 from .sources import ImageFolderSource, ZipImageSource
 
@@ -70,6 +70,27 @@ class ModalityReader(Protocol):
     def to_rgb(self, subject: str) -> np.ndarray: ...  # 3x3: reader pixels -> RGB pixels
     def normalise(self, crop: np.ndarray) -> np.ndarray: ...  # -> [0, 1], NaN = no data
     def describe(self) -> str: ...  # the normalisation, recorded in prepare.json
+
+
+def load_map(path: Path, what: str) -> np.ndarray:
+    """A single-channel H x W float32 map from ``.npy`` or a grey image; ValueError naming the file
+    when it is empty, truncated, not numeric or not 2-D (a wrong export must fail its frame, not the run)."""
+    from PIL import Image
+
+    try:
+        if path.suffix == ".npy":
+            raw = np.load(path, allow_pickle=False)
+        else:
+            with Image.open(path) as im:
+                raw = np.asarray(im)
+    except (OSError, ValueError, EOFError) as exc:
+        raise ValueError(f"{path}: unreadable {what} ({type(exc).__name__}: {exc})") from None
+    if raw.ndim == 3 and raw.shape[-1] == 1:
+        raw = raw[..., 0]
+    if raw.ndim != 2 or raw.size == 0 or raw.dtype.kind not in "uif":
+        raise ValueError(f"{path}: {what} must be a non-empty H x W numeric array, got shape "
+                         f"{raw.shape} dtype {raw.dtype}")
+    return raw.astype(np.float32)
 
 
 @dataclass
@@ -116,8 +137,13 @@ def parse_obj(text: str, name: str = "model.obj") -> tuple[np.ndarray, np.ndarra
         raise ValueError(f"{name}: no vertices")
     verts = np.asarray(v, np.float64)
     tex = np.asarray(vt, np.float64).reshape(-1, 2)
+    if not (np.isfinite(verts).all() and np.isfinite(tex).all()):
+        raise ValueError(f"{name}: non-finite vertex or texture coordinate")
     vt_of = np.full(len(verts), -1, np.int64)
     for vi, ti in pairs:
+        if not (0 <= vi < len(verts) and 0 <= ti < len(tex)):
+            raise ValueError(f"{name}: face refers to vertex {vi + 1} / texture coordinate {ti + 1}, but the "
+                             f"model has {len(verts)} vertices and {len(tex)} texture coordinates")
         vt_of[vi] = ti
     if not pairs and len(tex) == len(verts):
         vt_of = np.arange(len(verts))
@@ -168,17 +194,22 @@ class ObjDepthReader(DepthNormaliser):
 
     def read(self, frame: int) -> np.ndarray | None:
         name = f"{self.prefix}{frame:04d}.obj"
-        if self.archive:
-            with zipfile.ZipFile(self.archive) as zf:
-                if name not in zf.namelist():
+        where = f"{self.archive}:{name}" if self.archive else str(Path(self.folder) / name)
+        try:
+            if self.archive:
+                with zipfile.ZipFile(self.archive) as zf:
+                    if name not in zf.namelist():
+                        return None
+                    data = zf.read(name)
+            else:
+                p = Path(self.folder) / name
+                if not p.is_file():
                     return None
-                text = zf.read(name).decode()
-        else:
-            p = Path(self.folder) / name
-            if not p.is_file():
-                return None
-            text = p.read_text()
-        verts, tex, vt_of = parse_obj(text, name)
+                data = p.read_bytes()
+            text = data.decode("utf-8")
+        except (zipfile.BadZipFile, EOFError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{where}: unreadable OBJ model ({type(exc).__name__}: {exc})") from None
+        verts, tex, vt_of = parse_obj(text, where)
         return splat_depth(verts, tex, vt_of, self.shape, self.front)
 
     def to_rgb(self, subject: str) -> np.ndarray:
@@ -192,12 +223,9 @@ class DepthImageReader(DepthNormaliser):
     folder: str = ""
 
     def read(self, frame: int) -> np.ndarray | None:
-        from PIL import Image
-
         for p in (Path(self.folder) / f"{frame:04d}.npy", Path(self.folder) / f"{frame:04d}.png"):
             if p.is_file():
-                d = np.load(p).astype(np.float32) if p.suffix == ".npy" else \
-                    np.asarray(Image.open(p)).astype(np.float32)
+                d = load_map(p, "depth map")
                 d[d <= 0] = np.nan
                 return -d  # distance -> height toward the camera
         return None
@@ -219,13 +247,10 @@ class ThermalReader:
     homographies: dict = field(default_factory=dict)
 
     def read(self, frame: int) -> np.ndarray | None:
-        from PIL import Image
-
         k = frame + self.frame_offset
         for p in (Path(self.folder) / f"{k:04d}.npy", Path(self.folder) / f"{k:04d}.png"):
             if p.is_file():
-                raw = np.load(p) if p.suffix == ".npy" else np.asarray(Image.open(p))
-                t = raw.astype(np.float32)
+                t = load_map(p, "thermal frame")
                 return t if p.suffix == ".npy" else t * self.scale + self.offset
         return None
 
@@ -286,6 +311,7 @@ def scan(root: str | os.PathLike | None = None, *, subjects: Sequence[str] | Non
     ``readers``: ``{"depth" | "thermal": factory(root, subject, task) -> ModalityReader}`` replaces
     the built-in reader of that modality (for copies laid out differently).
     """
+    limit = check_limit(limit)
     root = check_root(root, ENV_ROOT, NAME)
     bad = [t for t in tasks if t not in CODED_TASKS]
     if bad:
@@ -297,7 +323,7 @@ def scan(root: str | os.PathLike | None = None, *, subjects: Sequence[str] | Non
     int_dir = next((root / c for c in ("AUCoding/AU_INT", "AU_INT") if (root / c).is_dir()), None)
     homographies = load_calibration(thermal_calibration)
     jobs = []
-    for path in sorted(occ_dir.glob("*_*.csv")):
+    for path in label_files(occ_dir):
         subject, _, task = path.stem.partition("_")
         if task not in tasks or (subjects is not None and subject not in subjects):
             continue

@@ -7,7 +7,9 @@ Expected layout under ``root`` (as distributed)::
     root/ActionUnit_Labels/SN001/SN001_au1.txt ... SN001_au26.txt   lines 'frame,intensity' (1-based, 0-5)
 
 Videos may also sit anywhere below ``root`` (found by file name). **Frame numbering**: label frame k
-(1-based) is the decoded video frame with 0-based index k - 1 (PyAV, sequential decoding).
+(1-based) is the video frame with 0-based index k - 1, the index read from the frame's timestamp
+(PyAV, sequential decoding; gaps from damaged or dropped packets are reported, see
+:class:`~au_lib.data.sources.VideoSource`).
 Occurrence over :data:`AUS` (the 8 detection AUs) is ``intensity >= threshold`` (2 by convention,
 ME-GraphAU/FMAE/py-feat); the 12 annotated intensities are kept as ``au_intensity``.
 The camera is a parameter: ``left`` by default (as ME-GraphAU); FMAE and LibreFace use ``right``.
@@ -23,7 +25,7 @@ from au_lib.facs import DISFA_ANNOTATED_AUS, DISFA_AUS
 
 from .bp4d import check_root
 from .folds import Fold, standard_folds
-from .labels import presence_from_intensity, read_disfa_labels
+from .labels import check_limit, check_threshold, presence_from_intensity, read_disfa_labels
 from .prepare import SequenceJob
 from .sources import VideoSource
 
@@ -53,6 +55,9 @@ def video_path(root: Path, subject: str, camera: str = "left") -> Path:
 def scan(root: str | os.PathLike | None = None, *, subjects: Sequence[str] | None = None, camera: str = "left",
          threshold: float = DEFAULT_THRESHOLD, limit: int | None = None) -> list[SequenceJob]:
     """One :class:`SequenceJob` per subject (one video each)."""
+    limit, threshold = check_limit(limit), check_threshold(threshold)
+    if camera not in CAMERAS:
+        raise ValueError(f"camera must be 'left' or 'right', got {camera!r}")
     root = check_root(root, ENV_ROOT, NAME)
     label_dir = root / "ActionUnit_Labels"
     if not label_dir.is_dir():

@@ -18,6 +18,7 @@ Formats:
 from __future__ import annotations
 
 import csv
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -67,6 +68,25 @@ def _int(text: str, path: Path, line: int, what: str) -> int:
     return int(f)
 
 
+def read_text(path: Path, what: str = "label file") -> str:
+    """The text of a label file as UTF-8 (a leading BOM is dropped); a :class:`LabelFormatError`
+    naming the file and the first bad byte if it is not UTF-8 (e.g. saved as UTF-16 or Latin-1)."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise LabelFormatError(f"{path}: {what} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
+                               f"{exc.start}); save it as UTF-8 or plain ASCII CSV") from None
+
+
+def _header_au(text: str, path: Path, col: int) -> int:
+    t = text.strip()
+    if not re.fullmatch(r"\d+(\.0*)?", t):
+        raise LabelFormatError(f"{path}: line 1: header must be AU numbers (whole numbers) with the frame "
+                               f"column 0 first; column {col + 1} is {text!r}")
+    return int(float(t))
+
+
 def _check_frames(frames: list[int], path: Path) -> None:
     arr = np.asarray(frames)
     if len(arr) and arr.min() < 1:
@@ -91,19 +111,19 @@ def read_occurrence_csv(path: str | Path, aus: Sequence[int] | None = None) -> L
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"occurrence label file not found: {path}")
-    with open(path, newline="") as fh:
-        rows = [r for r in csv.reader(fh) if r and any(c.strip() for c in r)]
+    text = read_text(path, "occurrence label file")
+    rows = [r for r in csv.reader(text.splitlines()) if r and any(c.strip() for c in r)]
     if not rows:
         raise LabelFormatError(f"{path}: empty file (expected a header row of AU numbers)")
     header = rows[0]
-    try:
-        file_aus = [int(float(h)) for h in header]
-    except ValueError:
-        raise LabelFormatError(f"{path}: line 1: header must be AU numbers with the frame column first, "
-                               f"got {header[:6]}...") from None
+    file_aus = [_header_au(h, path, j) for j, h in enumerate(header)]
     if file_aus[0] != 0:
         raise LabelFormatError(f"{path}: line 1: first header column must be 0 (the frame number), got {header[0]!r}")
     file_aus = file_aus[1:]
+    dup = sorted({a for a in file_aus if file_aus.count(a) > 1})
+    if dup:
+        raise LabelFormatError(f"{path}: line 1: AU {dup} appear(s) in more than one header column; "
+                               f"which one holds the labels is ambiguous")
     want = tuple(file_aus) if aus is None else tuple(int(a) for a in aus)
     missing = [a for a in want if a not in file_aus]
     if missing:
@@ -136,22 +156,21 @@ def read_frame_value_file(path: str | Path, *, max_value: int = 5, unknown: int 
         raise FileNotFoundError(f"intensity label file not found: {path}")
     frames: list[int] = []
     vals: list[float] = []
-    with open(path) as fh:
-        for line_no, raw in enumerate(fh, start=1):
-            line = raw.strip()
-            if not line:
-                continue
-            parts = [p for p in (line.split(sep) if sep else line.split()) if p.strip() != ""]
-            if len(parts) != 2:
-                raise LabelFormatError(f"{path}: line {line_no}: expected 'frame{sep}intensity', got {line!r}")
-            frames.append(_int(parts[0], path, line_no, "frame"))
-            v = _int(parts[1], path, line_no, "intensity")
-            if unknown is not None and v == unknown:
-                vals.append(-1.0)
-            elif 0 <= v <= max_value:
-                vals.append(float(v))
-            else:
-                raise LabelFormatError(f"{path}: line {line_no}: intensity {v} outside 0..{max_value}")
+    for line_no, raw in enumerate(read_text(path, "intensity label file").splitlines(), start=1):
+        line = raw.strip()
+        if not line:
+            continue
+        parts = [p for p in (line.split(sep) if sep else line.split()) if p.strip() != ""]
+        if len(parts) != 2:
+            raise LabelFormatError(f"{path}: line {line_no}: expected 'frame{sep}intensity', got {line!r}")
+        frames.append(_int(parts[0], path, line_no, "frame"))
+        v = _int(parts[1], path, line_no, "intensity")
+        if unknown is not None and v == unknown:
+            vals.append(-1.0)
+        elif 0 <= v <= max_value:
+            vals.append(float(v))
+        else:
+            raise LabelFormatError(f"{path}: line {line_no}: intensity {v} outside 0..{max_value}")
     if not frames:
         raise LabelFormatError(f"{path}: no label lines")
     _check_frames(frames, path)
@@ -182,15 +201,48 @@ def merge_columns(columns: dict[int, tuple[np.ndarray, np.ndarray]], aus: Sequen
     return LabelTable(np.asarray(frames, dtype=np.int64), out, tuple(aus), source)
 
 
+def intensity_folders(int_dir: str | Path) -> dict[int, Path]:
+    """AU number -> its folder under ``AU_INT``: ``AU06`` and ``AU6`` both name AU 6.
+
+    Raises :class:`LabelFormatError` if two folders name the same AU (``AU6`` and ``AU06``) or a
+    folder looks like an AU folder but is not one (``AU6b``, ``AU_6``).
+    """
+    int_dir = Path(int_dir)
+    out: dict[int, Path] = {}
+    for d in sorted(p for p in int_dir.iterdir() if p.is_dir()):
+        m = re.fullmatch(r"AU0*(\d+)", d.name, flags=re.IGNORECASE)
+        if m is None:
+            if d.name.upper().startswith("AU"):
+                raise LabelFormatError(f"{d}: not an AU intensity folder name (expected AU<number>, e.g. AU06)")
+            continue
+        a = int(m.group(1))
+        if a in out:
+            raise LabelFormatError(f"{int_dir}: two folders for AU {a}: {out[a].name} and {d.name}")
+        out[a] = d
+    return out
+
+
 def read_bp4d_intensity(int_dir: str | Path, subject: str, task: str, aus: Sequence[int],
                         frames: np.ndarray | None = None) -> LabelTable:
-    """Read ``<int_dir>/AU06/<subject>_<task>_AU06.csv`` etc.; absent files leave -1 (unknown)."""
+    """Read ``<int_dir>/AU06/<subject>_<task>_AU06.csv`` etc.; absent files leave -1 (unknown).
+
+    Folder and file names may pad the AU number or not (``AU6``/``AU06``, ``..._AU6.csv``); two
+    files for one AU are an error naming both.
+    """
     int_dir = Path(int_dir)
+    folders = intensity_folders(int_dir)
     cols = {}
     for a in aus:
-        p = int_dir / f"AU{a:02d}" / f"{subject}_{task}_AU{a:02d}.csv"
-        if p.is_file():
-            cols[a] = read_frame_value_file(p, max_value=5, unknown=UNKNOWN_CODE)
+        d = folders.get(a)
+        if d is None:
+            continue
+        hits = [p for p in (d / f"{subject}_{task}_AU{a:02d}.csv", d / f"{subject}_{task}_AU{a}.csv") if p.is_file()]
+        hits = list(dict.fromkeys(hits))
+        if len(hits) > 1:
+            raise LabelFormatError(f"{d}: two intensity files for {subject} {task} AU {a}: "
+                                   f"{hits[0].name} and {hits[1].name}")
+        if hits:
+            cols[a] = read_frame_value_file(hits[0], max_value=5, unknown=UNKNOWN_CODE)
     return merge_columns(cols, aus, str(int_dir), frames)
 
 
@@ -215,7 +267,28 @@ def read_disfa_labels(label_dir: str | Path, subject: str, aus: Sequence[int]) -
     return merge_columns(cols, aus, str(base))
 
 
+def check_threshold(threshold: float) -> float:
+    """A presence threshold must be a number in (0, 5] (FACS intensities are 0-5); else ValueError."""
+    try:
+        t = float(threshold)
+    except (TypeError, ValueError):
+        raise ValueError(f"threshold must be a number in (0, 5], got {threshold!r}") from None
+    if not (np.isfinite(t) and 0 < t <= 5):
+        raise ValueError(f"threshold must be a number in (0, 5] (AU present at intensity >= threshold), got {threshold!r}")
+    return t
+
+
+def check_limit(limit: int | None) -> int | None:
+    """``--limit``: None (all frames) or a positive number of frames; else ValueError."""
+    if limit is None:
+        return None
+    if isinstance(limit, bool) or int(limit) != limit or limit < 1:
+        raise ValueError(f"limit must be a positive number of frames per sequence, got {limit!r}")
+    return int(limit)
+
+
 def presence_from_intensity(intensity: np.ndarray, threshold: float = 2.0) -> np.ndarray:
     """Occurrence 1/0 from FACS intensity (present at ``>= threshold``); unknown (-1) stays -1."""
+    threshold = check_threshold(threshold)
     x = np.asarray(intensity, dtype=np.float32)
     return np.where(x < 0, -1.0, (x >= threshold).astype(np.float32)).astype(np.float32)

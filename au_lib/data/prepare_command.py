@@ -23,14 +23,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, default=224, help="crop side in pixels (default 224)")
     parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1),
                         help="parallel processes (default: CPUs - 1)")
-    parser.add_argument("--subjects", nargs="*", default=None, help="only these subjects (e.g. F001 M002)")
+    parser.add_argument("--subjects", nargs="*", default=None,
+                        help="only these subjects (e.g. F001 M002); added to what --out already holds")
     parser.add_argument("--tasks", nargs="*", default=None, help="BP4D/BP4D+: only these tasks (e.g. T1 T6)")
-    parser.add_argument("--limit", type=int, default=None, help="first N labelled frames per sequence (a quick try)")
+    parser.add_argument("--limit", type=int, default=None,
+                        help="first N labelled frames per sequence, N >= 1 (a quick try)")
     parser.add_argument("--format", default="jpg", choices=("jpg", "png"), help="RGB crop encoding")
     parser.add_argument("--verify", default="size", choices=("size", "full"),
                         help="how finished sequences are verified on resume (full: decode every crop)")
     parser.add_argument("--camera", default="left", choices=("left", "right"), help="DISFA camera (default left)")
-    parser.add_argument("--threshold", type=float, default=2.0, help="DISFA: AU present at intensity >= this")
+    parser.add_argument("--threshold", type=float, default=2.0,
+                        help="DISFA: AU present at intensity >= this, in (0, 5] (default 2)")
     parser.add_argument("--modalities", nargs="*", default=["rgb"], help="BP4D+: rgb depth thermal")
     parser.add_argument("--depth", default="obj", choices=("obj", "images"), help="BP4D+ depth reader")
     parser.add_argument("--thermal-calibration", default=None, help="BP4D+: JSON of thermal->RGB homographies")
@@ -53,7 +56,7 @@ def jobs_for(args: argparse.Namespace):
         jobs = m.scan(args.root, subjects=args.subjects, camera=args.camera, threshold=args.threshold,
                       limit=args.limit)
         return jobs, m.AUS, m.INTENSITY_AUS, {"camera": args.camera, "threshold": args.threshold,
-                                              "frame_numbering": "label frame k = decoded video frame k-1"}
+                                              "frame_numbering": "label frame k = video frame k-1 by timestamp"}
     from . import bp4dplus as m
 
     jobs = m.scan(args.root, subjects=args.subjects, tasks=args.tasks or m.CODED_TASKS,

@@ -13,6 +13,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 from dataclasses import dataclass
@@ -90,11 +92,32 @@ class PreparedDataset:
         import pandas as pd
 
         self.folder = Path(folder)
-        self.meta = json.loads((self.folder / "prepare.json").read_text())
+        meta_path, index_path = self.folder / "prepare.json", self.folder / "index.csv"
+        try:
+            meta_bytes, index_bytes = meta_path.read_bytes(), index_path.read_bytes()
+            self.meta = json.loads(meta_bytes.decode("utf-8"))
+            if not isinstance(self.meta, dict):
+                raise ValueError("not a JSON object")
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(f"{self.folder}: not a prepared folder ({exc.filename} is missing); "
+                                    f"run 'python -m au_lib data prepare' into it") from None
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise ValueError(f"{meta_path}: unreadable ({exc}); rerun 'python -m au_lib data prepare' "
+                             f"into {self.folder} to rewrite it") from None
         if not self.meta.get("complete", False):
             raise RuntimeError(f"{self.folder}: preparation did not finish; rerun the same "
                                f"'python -m au_lib data prepare' command to resume it")
-        df = pd.read_csv(self.folder / "index.csv", dtype={"subject": str, "sequence": str})
+        try:
+            df = pd.read_csv(io.BytesIO(index_bytes), dtype={"subject": str, "sequence": str})
+            need = ["subject", "sequence", "frame", "path", *[f"au_{a}" for a in self.meta["aus"]]]
+            lacking = [c for c in need if c not in df.columns]
+            if lacking:
+                raise ValueError(f"columns {lacking} missing")
+        except (ValueError, KeyError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{index_path}: not a valid index ({exc}); rerun 'python -m au_lib data prepare' "
+                             f"into {self.folder} to rewrite it") from None
+        # what the rows hold, by content: prepare.json (settings, counts) and index.csv (rows, labels)
+        self.content_key = hashlib.sha256(meta_bytes + b"\0" + index_bytes).hexdigest()[:16]
         self.file_aus = tuple(int(a) for a in self.meta["aus"])
         self.aus = tuple(aus) if aus is not None else self.file_aus
         missing = [a for a in self.aus if a not in self.file_aus]
@@ -127,6 +150,18 @@ class PreparedDataset:
 
     def __len__(self) -> int:
         return len(self.df)
+
+    @property
+    def fingerprint(self) -> str:
+        """A key for caches built from this dataset: the prepared folder's content (not its name or
+        row count) plus what this view selects (subjects, stride, modalities, AUs, image size).
+
+        Re-preparing with changed labels changes it even when the number of frames stays the same.
+        """
+        view = json.dumps({"content": self.content_key, "rows": self.df[["subject", "sequence", "frame"]]
+                           .astype(str).agg("/".join, axis=1).tolist(), "modalities": list(self.modalities),
+                           "aus": list(self.aus), "image_size": self.image_size}, sort_keys=True)
+        return f"{self.folder.name}:{hashlib.sha256(view.encode()).hexdigest()[:16]}"
 
     @property
     def subjects(self) -> tuple[str, ...]:

@@ -6,8 +6,13 @@ Every source is a small picklable dataclass with ``iter_frames(frames)`` yieldin
 silently); a frame the source does not have yields :class:`MissingFrame`.
 
 Video frame numbering: DISFA and BP4D label files count frames from 1, so **label frame k is the
-decoded frame with index k - 1** (0-based decode order, PyAV). Decoding is sequential and
-frame-exact (every frame is decoded; no seeking by timestamp).
+video frame with index k - 1**, and that index comes from the frame's **timestamp**
+(``round((pts - start) * time_base * frame_rate)``), not from how many frames were decoded before
+it: a damaged or dropped packet leaves a gap (reported: the label frames in it yield
+:class:`MissingFrame` / :class:`UnreadableFrame` naming the timestamp) instead of shifting every later
+label onto the wrong image. Decoding is sequential, packet by packet; a packet that fails to decode
+costs its own frame only. Frames without timestamps fall back to decode order (recorded in
+``VideoSource.numbering``).
 """
 
 from __future__ import annotations
@@ -22,6 +27,9 @@ from typing import Iterator, Sequence
 import numpy as np
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+MAX_FRAME_PIXELS = 40_000_000
+"""Largest image (width x height) a frame may be: the header is checked before decoding, so a
+damaged or hostile header claiming, say, 20000 x 20000 px is a failed frame, not a 1.2 GB allocation."""
 
 
 class MissingFrame(LookupError):
@@ -33,15 +41,27 @@ class UnreadableFrame(OSError):
 
 
 def decode_image_bytes(data: bytes, name: str) -> np.ndarray:
-    """Decode an encoded image to H x W x 3 uint8 RGB; :class:`UnreadableFrame` naming ``name`` if corrupt."""
+    """Decode an encoded image to H x W x 3 uint8 RGB; :class:`UnreadableFrame` naming ``name`` if it is
+    corrupt, empty or claims more than :data:`MAX_FRAME_PIXELS` pixels."""
     from PIL import Image, UnidentifiedImageError
 
+    if not data:
+        raise UnreadableFrame(f"{name}: empty file")
     try:
         with Image.open(io.BytesIO(data)) as im:
+            w, h = im.size
+            if w * h > MAX_FRAME_PIXELS or w < 1 or h < 1:
+                raise UnreadableFrame(f"{name}: image header claims {w}x{h} px (limit "
+                                      f"{MAX_FRAME_PIXELS} px); damaged or not a video frame")
             im.load()
             return np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise UnreadableFrame(f"{name}: unreadable image ({exc})") from None
+    except UnreadableFrame:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise UnreadableFrame(f"{name}: image header claims an oversized image ({exc}); damaged or not a "
+                              f"video frame") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, MemoryError) as exc:
+        raise UnreadableFrame(f"{name}: unreadable image ({type(exc).__name__}: {exc})") from None
 
 
 def frame_number_from_name(name: str) -> int | None:
@@ -104,22 +124,38 @@ class ImageFolderSource:
 
 @dataclass
 class ZipImageSource:
-    """Frames stored inside a zip archive (BP4D+ ``2D+3D/F001.zip`` holds ``F001/T1/*.jpg``)."""
+    """Frames stored inside a zip archive (BP4D+ ``2D+3D/F001.zip`` holds ``F001/T1/*.jpg``).
+
+    A damaged archive (truncated, not a zip) does not stop a scan: ``error`` records why, and every
+    frame asked for yields :class:`UnreadableFrame` naming the archive.
+    """
 
     archive: str
     members: dict[int, str] = field(default_factory=dict)
+    error: str | None = None
 
     @classmethod
     def scan(cls, archive: str | Path, prefix: str) -> "ZipImageSource":
-        with zipfile.ZipFile(archive) as zf:
-            names = [n for n in zf.namelist() if n.startswith(prefix) and "/" not in n[len(prefix):]]
+        try:
+            with zipfile.ZipFile(archive) as zf:
+                names = [n for n in zf.namelist() if n.startswith(prefix) and "/" not in n[len(prefix):]]
+        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            return cls(str(archive), {}, f"not a readable zip archive ({type(exc).__name__}: {exc})")
         return cls(str(archive), index_image_names(names, f"{archive}:{prefix}"))
 
     def available(self) -> set[int]:
         return set(self.members)
 
     def iter_frames(self, frames: Sequence[int]) -> Iterator[tuple[int, np.ndarray | Exception]]:
-        with zipfile.ZipFile(self.archive) as zf:
+        try:
+            zf = zipfile.ZipFile(self.archive) if self.error is None else None
+        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            self.error, zf = f"not a readable zip archive ({type(exc).__name__}: {exc})", None
+        if zf is None:
+            for f in frames:
+                yield f, UnreadableFrame(f"{self.archive}: {self.error}")
+            return
+        with zf:
             for f in frames:
                 m = self.members.get(int(f))
                 if m is None:
@@ -128,8 +164,10 @@ class ZipImageSource:
                 try:
                     data = zf.read(m)
                     yield f, decode_image_bytes(data, f"{self.archive}:{m}")
-                except (UnreadableFrame, zipfile.BadZipFile, OSError) as exc:
-                    yield f, UnreadableFrame(f"{self.archive}:{m}: {exc}")
+                except UnreadableFrame as exc:
+                    yield f, exc
+                except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+                    yield f, UnreadableFrame(f"{self.archive}:{m}: {type(exc).__name__}: {exc}")
 
 
 def video_frame_count(path: str | Path) -> int:
@@ -142,45 +180,96 @@ def video_frame_count(path: str | Path) -> int:
 
 @dataclass
 class VideoSource:
-    """Frames of a video file, decoded in order with PyAV: label frame k = decoded index k - 1."""
+    """Frames of a video file, numbered by timestamp: label frame k = video frame index k - 1.
+
+    After a pass that reached the end (``count_all=True``) ``decoded_count`` is the video's length in
+    frames (last index + 1), ``present_frames`` the label frames that decoded, ``gaps`` the label
+    frames within the video that have no decodable image, and ``numbering`` says how frames were
+    numbered (``"timestamp"`` or ``"decode order"`` when the stream has no timestamps).
+    """
 
     path: str
     count_all: bool = False  # keep decoding after the last wanted frame to count the video's frames
     decoded_count: int | None = None  # set after a full pass (count_all=True)
+    present_frames: set[int] | None = None
+    gaps: list[int] = field(default_factory=list)
+    numbering: str = "timestamp"
 
     def iter_frames(self, frames: Sequence[int]) -> Iterator[tuple[int, np.ndarray | Exception]]:
         import av
 
-        wanted = sorted(int(f) for f in frames)
+        wanted = sorted({int(f) for f in frames})
         if not wanted:
             return
         try:
             container = av.open(self.path)
-        except (av.error.FFmpegError, OSError) as exc:
-            err = UnreadableFrame(f"{self.path}: cannot open video ({exc})")
+            stream = container.streams.video[0]
+        except (av.error.FFmpegError, OSError, IndexError) as exc:
+            err = UnreadableFrame(f"{self.path}: cannot open video ({type(exc).__name__}: {exc})")
             for f in wanted:
                 yield f, err
             return
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        tb = stream.time_base
+        start = stream.start_time
+        present: set[int] = set()
+        broken: dict[int, str] = {}  # label frame -> why its packet did not decode
         i = 0  # next wanted position
-        count = 0
+        last = 0  # highest label frame seen so far
+
+        def label_of(pts, fallback: int) -> int:
+            if pts is None or tb is None or not rate:
+                self.numbering = "decode order"
+                return fallback
+            t0 = start if start is not None else 0
+            return int(round(float((pts - t0) * tb * rate))) + 1
+
+        def flush(upto: int):
+            """Yield the wanted frames below ``upto`` that did not decode (gaps or broken packets)."""
+            nonlocal i
+            while i < len(wanted) and wanted[i] < upto:
+                f = wanted[i]
+                if f in broken:
+                    yield f, UnreadableFrame(f"{self.path}: frame {f}: {broken[f]}")
+                else:
+                    yield f, MissingFrame(f"{self.path}: no decodable frame with the timestamp of label frame {f} "
+                                          f"({(f - 1) / float(rate) if rate else float('nan'):.3f} s): a gap in "
+                                          f"the video (damaged or dropped packet)")
+                i += 1
+
         with container:
             try:
-                for index, frame in enumerate(container.decode(video=0)):
-                    count = index + 1
-                    label_frame = index + 1
-                    if i < len(wanted) and label_frame == wanted[i]:
-                        yield label_frame, frame.to_ndarray(format="rgb24")
-                        i += 1
+                for packet in container.demux(stream):
+                    try:
+                        decoded = packet.decode()
+                    except av.error.FFmpegError as exc:
+                        if packet.pts is not None:
+                            broken[label_of(packet.pts, last + 1)] = f"damaged packet ({exc})"
+                        continue
+                    for frame in decoded:
+                        label = label_of(frame.pts, last + 1)
+                        if label <= last or label < 1:  # repeated or negative timestamp: keep the first
+                            continue
+                        present.add(label)
+                        last = label
+                        yield from flush(label)
+                        if i < len(wanted) and wanted[i] == label:
+                            yield label, frame.to_ndarray(format="rgb24")
+                            i += 1
                     if i == len(wanted) and not self.count_all:
                         return
-                self.decoded_count = count
             except av.error.FFmpegError as exc:
                 for f in wanted[i:]:
                     yield f, UnreadableFrame(f"{self.path}: decoding stopped before frame {f} ({exc})")
                 return
+        self.decoded_count = last
+        self.present_frames = present
+        self.gaps = sorted(set(range(1, last + 1)) - present)
+        yield from flush(last + 1)
         for f in wanted[i:]:
-            yield f, MissingFrame(f"{self.path}: video has {count} frames, no frame for label {f} "
-                                  f"(label frame k = decoded frame k-1)")
+            yield f, (UnreadableFrame(f"{self.path}: frame {f}: {broken[f]}") if f in broken else
+                      MissingFrame(f"{self.path}: video has {last} frames, no frame for label {f} "
+                                   f"(label frame k = video frame k-1 by timestamp)"))
 
 
 def read_video(path: str | Path, max_frames: int | None = None) -> np.ndarray:

@@ -58,6 +58,23 @@ def pexels_video_path() -> Path:
     return p
 
 
+def _load_npz(path: Path, keys: tuple[str, ...]) -> dict | None:
+    """A cache file's arrays, or None (with a warning naming the file) if it is truncated, corrupt or
+    lacks ``keys``: a cache is recomputed, never trusted blindly and never a traceback."""
+    import warnings
+    import zipfile
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = [k for k in keys if k not in z.files]
+            if missing:
+                raise KeyError(f"arrays {missing} missing")
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+        warnings.warn(f"{path}: damaged cache ({type(exc).__name__}: {exc}); recomputing it", stacklevel=3)
+        return None
+
+
 def _save_npz(path: Path, **arrays) -> None:
     from au_lib.provenance import atomic_write_bytes
 
@@ -79,8 +96,9 @@ def pexels_landmarks(*, progress: bool = True, refresh: bool = False, track_gap:
 
     path = cache_root() / "pexels" / "landmarks.npz"
     if path.is_file() and not refresh:
-        with np.load(path) as z:
-            return {k: z[k] for k in z.files}
+        cached = _load_npz(path, ("landmarks", "box", "score", "method", "ok", "shape"))
+        if cached is not None:
+            return cached
     video = read_video(pexels_video_path())
     aligner = FaceAligner(64, upsample=0)
     n = len(video)
@@ -117,9 +135,9 @@ def pexels_crops(size: int, *, progress: bool = True, refresh: bool = False) -> 
     aligner = FaceAligner(int(size))
     settings = json.dumps(aligner.settings(), sort_keys=True)
     if path.is_file() and not refresh:
-        with np.load(path) as z:
-            if "settings" in z.files and str(z["settings"]) == settings:  # else: aligner changed, redo
-                return z["crops"], z["frames"]
+        z = _load_npz(path, ("crops", "frames", "settings"))
+        if z is not None and str(z["settings"]) == settings:  # else: damaged, or the aligner changed: redo
+            return z["crops"], z["frames"]
     info = pexels_landmarks(progress=progress)
     frames = np.flatnonzero(info["ok"])
     if len(frames) == 0:
