@@ -7,7 +7,8 @@ settings as the nbval run, and writes it back atomically with execution counts. 
 off (``AU_PROGRESS=0``, ``TQDM_DISABLE=1``), no widget state is stored, and every notebook goes
 through :func:`notebook_hygiene.clean_notebook` before it is written (absolute paths of this
 checkout become repository-relative, large photographic figures are stored as JPEG); the run fails
-if :func:`notebook_hygiene.find_problems` still finds anything.
+if :func:`notebook_hygiene.find_problems` still finds anything. The chapter's install cell for
+Colab is (re)generated first (:func:`install_cell.ensure_install_cell`).
 
 Usage: ``python tests/execute_chapters.py [book/chapter.ipynb ...]`` (default: every chapter in _toc.yml).
 """
@@ -55,12 +56,14 @@ def main(argv: list[str]) -> int:
     # stored outputs show results, not the progress of the run that made them
     os.environ.update({"AU_PROGRESS": "0", "TQDM_DISABLE": "1"})
     sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from install_cell import ensure_install_cell
     from notebook_hygiene import clean_notebook, find_problems
 
     failed = []
     paths = [Path(a).resolve() for a in argv] or chapters_from_toc()
     for path in paths:
         nb = nbformat.read(path, as_version=4)
+        ensure_install_cell(nb)  # Colab's first cell, generated from _config.yml (a no-op here)
         start = time.perf_counter()
         print(f"executing {path.relative_to(ROOT)} (AU_PROFILE={profile}) ...", flush=True)
         client = NotebookClient(nb, timeout=-1, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}},
