@@ -10,7 +10,7 @@ TeX such as ``\\[``, ``$$`` or ``\\frac`` in the page text outside code); no bro
 image; no Python traceback in the page text. A full-page screenshot of every page goes to
 ``--screenshots`` (JPEG, one per page, named after the page), kept as build artefacts.
 
-Usage: ``python tests/check_rendered_book.py _build/html [--screenshots DIR] [--browser /usr/bin/chromium]``
+Usage: ``python tests/check_rendered_book.py _build/html [--screenshots DIR] [--browser /usr/bin/chromium|playwright]``
 """
 
 from __future__ import annotations
@@ -69,13 +69,16 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("html", type=Path)
     ap.add_argument("--screenshots", type=Path, default=None)
-    ap.add_argument("--browser", default=shutil.which("chromium") or "/usr/bin/chromium")
+    ap.add_argument("--browser", default=shutil.which("chromium") or "/usr/bin/chromium",
+                    help="Chromium executable, or 'playwright' for Playwright's own build "
+                         "(`python -m playwright install chromium`, as in the GitHub workflow)")
     args = ap.parse_args(argv)
     root = args.html.resolve()
     if not (root / "index.html").exists():
         print(f"{root}: no index.html; build the book first (make book)")
         return 1
-    if not Path(args.browser).exists():
+    bundled = args.browser == "playwright"
+    if not bundled and not Path(args.browser).exists():
         print(f"no Chromium at {args.browser}: install Debian's chromium (apt-get install chromium)")
         return 1
     from playwright.sync_api import sync_playwright
@@ -85,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     counts: dict[str, int] = {}
     all_pages = pages(root)
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=args.browser, headless=True, args=CHROMIUM_ARGS)
+        browser = pw.chromium.launch(executable_path=None if bundled else args.browser, headless=True,
+                                     args=CHROMIUM_ARGS)
         context = browser.new_context(viewport={"width": 1280, "height": 900})
         context.route("**/*", lambda route: route.continue_() if route.request.url.startswith(base)
                       else route.abort())
