@@ -99,3 +99,17 @@ def test_relativize_only_touches_whole_path_components():
     roots = ["/work/main"]
     assert relativize("in /work/main/.cache/x and /work/main.", roots) == "in .cache/x and .."
     assert relativize("/work/mainline/x", roots) == "/work/mainline/x"
+
+
+def test_progress_bars_are_off_for_stored_outputs_and_ci(monkeypatch):
+    """tests/execute_chapters.py sets AU_PROGRESS=0; chapters pass ctx.progress to every bar."""
+    from au_lib.book import progress_enabled
+
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.delenv("AU_PROGRESS", raising=False)
+    assert progress_enabled()
+    monkeypatch.setenv("AU_PROGRESS", "0")
+    assert not progress_enabled()
+    monkeypatch.setenv("AU_PROGRESS", "1")
+    monkeypatch.setenv("CI", "true")
+    assert not progress_enabled()
