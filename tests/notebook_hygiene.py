@@ -38,7 +38,7 @@ WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 # tqdm's bar, text or widget fallback: "desc:  40%|####      | 4/10 [00:01<00:02, 3.1it/s]"
 PROGRESS_RE = re.compile(r"\d+%\|[^|\n]*\|\s*\d+(?:\.\d+)?[kMG]?/\d+(?:\.\d+)?[kMG]?\s*\[")
 # an absolute POSIX path: a slash that starts a token, then at least two path components
-ABS_PATH_RE = re.compile(r"(?<![\w.~:/\\-])/(?:[\w.+-]+/)+[\w.+-]*")
+ABS_PATH_RE = re.compile(r"(?<![\w.~:/\\$}-])/(?:[\w.+-]+/)+[\w.+-]*")
 TEXT_MIMES = ("text/plain", "text/html", "text/markdown", "text/latex", "application/json")
 # a PNG larger than this that is photographic (JPEG at least halves it) is stored as JPEG
 PNG_TO_JPEG_BYTES = 300_000
@@ -76,9 +76,13 @@ def _path_roots(extra_roots=()) -> list[str]:
 
 
 def relativize(text: str, roots: list[str]) -> str:
-    """Absolute paths under a checkout become repository-relative; the home directory becomes ``~``."""
+    """Absolute paths under a checkout become repository-relative; a ``$AU_CACHE`` outside the
+    checkouts becomes ``$AU_CACHE``; the home directory becomes ``~``."""
     for root in roots:
         text = re.sub(re.escape(root) + r"(?=/|\b)/?", lambda m: "" if m.group(0).endswith("/") else ".", text)
+    cache = os.environ.get("AU_CACHE", "").rstrip("/")
+    if cache.startswith("/") and len(cache) > 1:
+        text = re.sub(re.escape(cache) + r"(?=/|\b)", "$AU_CACHE", text)
     home = str(Path.home())
     if home not in ("", "/"):
         text = re.sub(re.escape(home) + r"(?=/|\b)", "~", text)

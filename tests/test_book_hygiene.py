@@ -113,3 +113,12 @@ def test_progress_bars_are_off_for_stored_outputs_and_ci(monkeypatch):
     monkeypatch.setenv("AU_PROGRESS", "1")
     monkeypatch.setenv("CI", "true")
     assert not progress_enabled()
+
+
+def test_a_cache_outside_the_checkout_is_named_by_its_variable(monkeypatch):
+    from notebook_hygiene import ABS_PATH_RE
+
+    monkeypatch.setenv("AU_CACHE", "/data/au-cache")
+    text = relativize("reusing the finished run in /data/au-cache/mcm/cpu", ["/work/main"])
+    assert text == "reusing the finished run in $AU_CACHE/mcm/cpu"
+    assert not ABS_PATH_RE.search(text)
