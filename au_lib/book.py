@@ -70,9 +70,16 @@ def setup(seed: int | None = None, device: str | None = None) -> BookContext:
             ip.run_line_magic("config", "InlineBackend.figure_formats = ['png']")
     except Exception:
         pass
-    in_ci = os.environ.get("CI", "").lower() in ("1", "true", "yes")
     return BookContext(profile=profile, seed=seed, device=choose_device(device),
-                       progress=run.progress and not in_ci)
+                       progress=run.progress and progress_enabled())
+
+
+def progress_enabled() -> bool:
+    """False under ``$CI`` or with ``AU_PROGRESS=0`` (set by ``tests/execute_chapters.py``, so that
+    stored chapter outputs hold no progress bars)."""
+    off = ("0", "false", "no", "off")
+    in_ci = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+    return not in_ci and os.environ.get("AU_PROGRESS", "1").strip().lower() not in off
 
 
 def provenance_markdown(*items) -> str:

@@ -3,7 +3,12 @@
 
 Runs each notebook top to bottom with nbclient in the current environment's Python (profile from
 ``$AU_PROFILE``, default ``cpu``; never store ``smoke`` outputs), with the same thread and seed
-settings as the nbval run, and writes it back atomically with execution counts and widget state.
+settings as the nbval run, and writes it back atomically with execution counts. Progress bars are
+off (``AU_PROGRESS=0``, ``TQDM_DISABLE=1``), no widget state is stored, and every notebook goes
+through :func:`notebook_hygiene.clean_notebook` before it is written (absolute paths of this
+checkout become repository-relative, large photographic figures are stored as JPEG); the run fails
+if :func:`notebook_hygiene.find_problems` still finds anything. The chapter's install cell for
+Colab is (re)generated first (:func:`install_cell.ensure_install_cell`).
 
 Usage: ``python tests/execute_chapters.py [book/chapter.ipynb ...]`` (default: every chapter in _toc.yml).
 """
@@ -48,19 +53,31 @@ def main(argv: list[str]) -> int:
         return 2
     for k, v in {"MKL_CBWR": "AVX2", "PYTHONHASHSEED": "0", "PYTHONWARNINGS": "ignore"}.items():
         os.environ.setdefault(k, v)
+    # stored outputs show results, not the progress of the run that made them
+    os.environ.update({"AU_PROGRESS": "0", "TQDM_DISABLE": "1"})
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from install_cell import ensure_install_cell
+    from notebook_hygiene import clean_notebook, find_problems
+
+    failed = []
     paths = [Path(a).resolve() for a in argv] or chapters_from_toc()
     for path in paths:
         nb = nbformat.read(path, as_version=4)
+        ensure_install_cell(nb)  # Colab's first cell, generated from _config.yml (a no-op here)
         start = time.perf_counter()
         print(f"executing {path.relative_to(ROOT)} (AU_PROFILE={profile}) ...", flush=True)
         client = NotebookClient(nb, timeout=-1, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}},
-                                store_widget_state=True, record_timing=False)
+                                store_widget_state=False, record_timing=False)
         client.execute()
+        clean_notebook(nb, roots=(str(ROOT),))
         tmp = path.with_suffix(".ipynb.tmp")
         nbformat.write(nb, tmp)
         os.replace(tmp, path)
-        print(f"  done in {time.perf_counter() - start:.0f} s", flush=True)
-    return 0
+        problems = find_problems(path)
+        print(f"  done in {time.perf_counter() - start:.0f} s"
+              f"{'' if not problems else f'; still unclean: {problems}'}", flush=True)
+        failed += problems
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
