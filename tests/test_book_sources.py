@@ -25,6 +25,10 @@ INCLUDE_RE = re.compile(r"```\{literalinclude\}\s+(\S+)\s*\n((?::[\w-]+:.*\n)*)"
 
 # chapter -> (source file, pyobject) that the chapter explains and must show
 REQUIRED: dict[str, set[tuple[str, str]]] = {
+    "data": {("au_lib/data/synth/render.py", "align_crop"), ("au_lib/data/synth/calibration.py", "intensity_curve"),
+             ("au_lib/data/synth/facemodel.py", "FaceModel._calibrated_motion"),
+             ("au_lib/data/synth/appearance.py", "furrow_textures"),
+             ("au_lib/experiments/learnability.py", "run_learnability")},
     "metrics": {("au_lib/metrics.py", "f1_per_au"), ("au_lib/metrics.py", "class_weights"),
                 ("au_lib/metrics.py", "choose_thresholds"), ("au_lib/data/folds.py", "standard_folds"),
                 ("au_lib/data/folds.py", "validation_split")},

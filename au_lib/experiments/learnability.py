@@ -35,7 +35,7 @@ class LearnabilitySettings:
     shift: int = 4
     val_fraction: float = 0.2
     probe_size: int = 32
-    probe_steps: int = 300
+    probe_steps: int = 100
 
 
 LEARNABILITY_PROFILES: dict[str, LearnabilitySettings] = {

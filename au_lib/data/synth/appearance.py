@@ -127,14 +127,14 @@ def furrow_lines(v: np.ndarray) -> dict[int, list[tuple[np.ndarray, float]]]:
         c = corner + np.array([away * 0.06 * iod, 0.0])
         out[14].append((np.stack([c + np.array([0, 0.06 * iod]), c - np.array([0, 0.06 * iod])]), 0.55))
         out[15].append((np.stack([corner + np.array([away * 0.02 * iod, -0.04 * iod]),
-                                  corner + np.array([away * 0.08 * iod, -0.24 * iod])]), 0.40))
+                                  corner + np.array([away * 0.08 * iod, -0.24 * iod])]), 0.55))
     # AU17: mentolabial furrow (chin boss wrinkling is added as a texture in :func:`furrow_textures`)
     chin_top = xy[17] + np.array([0.0, -0.12 * iod])
     out[17] = [(_arc(chin_top - np.array([0.22 * iod, 0]), chin_top + np.array([0.22 * iod, 0]), -0.05 * iod), 0.45)]
     # AU23 / AU24: the lip line pressed and narrowed; AU24 also bulges above and below the lips
     lip_line = np.stack([xy[61] * [0.8, 1] + [0, 0], 0.5 * (xy[13] + xy[14]), xy[291] * [0.8, 1]])
-    out[23] = [(lip_line, 0.45)]
-    out[24] = [(lip_line, 0.45)]
+    out[23] = [(lip_line, 0.60)]
+    out[24] = [(lip_line, 0.55)]
     for k, dy in ((0, 0.16), (1, -0.16)):
         off = np.array([0.0, dy * iod])
         out[24].append((lip_line * [0.9, 1] + off, 0.25))

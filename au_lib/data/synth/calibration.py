@@ -35,8 +35,8 @@ from au_lib.facs import BP4D_AUS
 
 # largest vertex displacement at intensity E, as a fraction of the inter-ocular distance (estimates)
 TARGET_E_IOD: dict[int, float] = {
-    1: 0.16, 2: 0.16, 4: 0.14, 5: 0.09, 6: 0.13, 7: 0.10, 9: 0.13, 10: 0.13, 11: 0.07, 12: 0.22,
-    14: 0.12, 15: 0.14, 17: 0.14, 20: 0.14, 23: 0.10, 24: 0.11, 25: 0.16, 26: 0.32, 28: 0.10, 43: 0.14,
+    1: 0.16, 2: 0.16, 4: 0.14, 5: 0.09, 6: 0.15, 7: 0.11, 9: 0.13, 10: 0.13, 11: 0.07, 12: 0.22,
+    14: 0.15, 15: 0.18, 17: 0.15, 20: 0.14, 23: 0.13, 24: 0.13, 25: 0.16, 26: 0.32, 28: 0.10, 43: 0.14,
 }
 CURVE_POWER = 2.0
 REGION_SIGMA = 0.05  # model units (about 0.06 IOD): fall-off of an AU's motion outside its muscles

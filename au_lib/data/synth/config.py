@@ -29,8 +29,8 @@ class SynthConfig:
 
 SYNTH_PROFILES: dict[str, SynthConfig] = {
     "smoke": SynthConfig(6, 6, 6, 2, 2, 2, 6, 64, 32),
-    "cpu": SynthConfig(96, 41, 27, 4, 8, 8, 24, 64, 96),
-    "paper": SynthConfig(140, 41, 27, 8, 8, 8, 48, 224, 64),
+    "cpu": SynthConfig(96, 240, 160, 4, 4, 4, 24, 64, 96),
+    "paper": SynthConfig(140, 240, 160, 8, 4, 4, 48, 224, 64),
 }
 
 
