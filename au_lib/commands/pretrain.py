@@ -51,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from au_lib.profiles import check_profile, current_profile
-    from au_lib.train.common import cleanup_distributed, init_distributed, log0
+    from au_lib.train.engine import distributed, log0
     from au_lib.train.pretrain import resolve_config, run_pretraining
 
     profile = check_profile(args.profile) if args.profile else current_profile()
@@ -73,14 +73,11 @@ def run(args: argparse.Namespace) -> int:
     if args.lr is None:
         over.pop("lr")
     cfg = resolve_config(profile, **over)
-    info = init_distributed()
-    try:
+    with distributed() as info:
         res = run_pretraining(cfg, args.data, args.out, profile=profile, device=args.device,
                               show_progress=not args.no_progress, resume=not args.no_resume)
         m = res["metrics"]
         log0(f"done: {res['extra']['epochs_done']} epochs, loss {m['loss']:.4f} "
              f"(rgb {m['loss_rgb']:.4f}, depth {m['loss_depth']:.4f}, thermal {m['loss_thermal']:.4f}); "
              f"{res['path']} [{info.world_size} process(es)]")
-    finally:
-        cleanup_distributed()
     return 0

@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from au_lib.profiles import check_profile, current_profile
-    from au_lib.train.common import log0
+    from au_lib.train.engine import distributed, log0
     from au_lib.train.tcae import OFFICIAL_SWITCHES, train_config, train_tcae
 
     profile = check_profile(args.profile) if args.profile else current_profile()
@@ -56,9 +56,10 @@ def run(args: argparse.Namespace) -> int:
     if args.image_size is not None and args.image_size != cfg.model.image_size:
         raise ValueError(f"--image-size {args.image_size}: the {profile} profile's TCAE is built for "
                          f"{cfg.model.image_size} px; pick the profile with that size")
-    res = train_tcae(cfg, args.out, data=args.data, device=args.device, progress=not args.no_progress,
-                     resume=not args.restart, profile=profile)
-    last = res.history[-1] if res.history else {}
-    log0(f"train-tcae: {res.step} steps in {res.run_dir} "
-         f"(recon L1 {last.get('recon', float('nan')):.4f}, total {last.get('total', float('nan')):.4f})")
+    with distributed():
+        res = train_tcae(cfg, args.out, data=args.data, device=args.device, progress=not args.no_progress,
+                         resume=not args.restart, profile=profile)
+        last = res.history[-1] if res.history else {}
+        log0(f"train-tcae: {res.step} steps in {res.run_dir} "
+             f"(recon L1 {last.get('recon', float('nan')):.4f}, total {last.get('total', float('nan')):.4f})")
     return 0

@@ -237,7 +237,7 @@ def cache_dir() -> Path:
 def _initial_checkpoint(cfg: PretrainConfig, path: Path) -> None:
     """Epoch 0: the weights :func:`au_lib.train.pretrain.pretrain` starts from (same seed, same draw)."""
     from au_lib.models.mcm import MCM
-    from au_lib.train.common import save_checkpoint
+    from au_lib.train.engine import save_checkpoint
 
     if path.exists():
         return
@@ -276,7 +276,7 @@ class MCMPretrain:
         self.profile, self.device, self.progress, self.dataset = profile, device, progress, dataset
 
     def __call__(self, run: Run, work: Path) -> dict[int, Checkpoint]:
-        from au_lib.train.common import JsonlLogger
+        from au_lib.train.engine import JsonlLogger
         from au_lib.train.pretrain import pretrain
 
         cfg = PretrainConfig.from_dict(run.config["pretrain"])

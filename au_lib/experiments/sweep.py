@@ -295,7 +295,7 @@ def run_sweep(points: Sequence[Point], results_dir: str | os.PathLike, work_dir:
         report.results[p.name] = hit
         report.by_others.append(p.name)
 
-    from au_lib.train.common import progress as progress_bar
+    from au_lib.train.engine import progress as progress_bar
 
     deferred: list[Point] = []
     bar = progress_bar(total=len(todo), desc="sweep points", enabled=progress and bool(todo))

@@ -231,37 +231,22 @@ class MCMEncoder(nn.Module):
 
     forward = forward_features
 
-    def param_groups_lrd(self, weight_decay: float = 0.05, layer_decay: float = 0.75,
-                         extra: nn.Module | None = None) -> list[dict]:
-        """AdamW parameter groups with MAE's layer-wise lr decay.
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """timm's layer grouping as MAE's ``param_groups_lrd``: embeddings (layer 0), block ``i``
+        (``i + 1``), the final norm on a layer of its own (``depth + 1``, full lr). (timm's ViT folds its
+        norm into the last block instead, which shifts every block's decay by one power.)"""
+        return {"stem": r"^cls_token|^pos_embed|^patch_embed|^subset_embed",
+                "blocks": [(r"^blocks\.(\d+)", None)], "norm": r"^norm"}
 
-        Layer id 0: patch/cls/pos/subset embeddings; block i: i+1; ``norm`` and parameters of ``extra``
-        (e.g. the classifier head): ``num_layers``. Each group has ``lr_scale = layer_decay ** (L - id)``;
-        1-D parameters and embeddings get no weight decay. Multiply ``lr_scale`` into the lr yourself
-        (as MAE's ``lr_sched``) or use :func:`apply_lr_scale`.
-        """
-        L = self.num_layers
-        groups: dict[str, dict] = {}
-        named = [(n, p) for n, p in self.named_parameters()]
-        if extra is not None:
-            named += [(f"__extra__.{n}", p) for n, p in extra.named_parameters()]
-        for name, p in named:
-            if not p.requires_grad:
-                continue
-            if name.startswith(("cls_token", "pos_embed", "patch_embed", "subset_embed")):
-                lid = 0
-            elif name.startswith("blocks."):
-                lid = int(name.split(".")[1]) + 1
-            else:
-                lid = L
-            no_wd = p.ndim == 1 or name in self.no_weight_decay()
-            key = f"layer_{lid}_{'no_decay' if no_wd else 'decay'}"
-            if key not in groups:
-                groups[key] = {"params": [], "weight_decay": 0.0 if no_wd else weight_decay,
-                               "lr_scale": layer_decay ** (L - lid), "layer_id": lid, "names": []}
-            groups[key]["params"].append(p)
-            groups[key]["names"].append(name)
-        return list(groups.values())
+    def param_groups_lrd(self, weight_decay: float = 0.05, layer_decay: float = 0.75) -> list[dict]:
+        """AdamW parameter groups with MAE's layer-wise lr decay (timm's ``param_groups_layer_decay``
+        over :meth:`group_matcher`): ``lr_scale = layer_decay ** (num_layers - layer)``; 1-D parameters
+        and :meth:`no_weight_decay` names get no weight decay. Timm's schedulers apply ``lr_scale``;
+        :func:`au_lib.models.heads.param_groups` turns it into each group's ``lr``."""
+        from timm.optim import param_groups_layer_decay
+
+        return param_groups_layer_decay(self, weight_decay, no_weight_decay_list=self.no_weight_decay(),
+                                        layer_decay=layer_decay)
 
     def load_timm_state_dict(self, state: dict[str, Tensor]) -> dict[str, list[str]]:
         """Load a timm ``VisionTransformer`` state_dict (e.g. ``vit_base_patch16_224``).
@@ -290,12 +275,6 @@ class MCMEncoder(nn.Module):
                 raise ValueError(f"timm weight {k} has shape {tuple(v.shape)}, encoder expects {tuple(own[k].shape)}")
         result = self.load_state_dict(state, strict=False)
         return {"missing": list(result.missing_keys), "ignored": ignored}
-
-
-def apply_lr_scale(optimizer: torch.optim.Optimizer) -> None:
-    """Multiply each group's ``lr`` by its ``lr_scale`` (call after the scheduler sets the base lr)."""
-    for g in optimizer.param_groups:
-        g["lr"] = g["lr"] * g.get("lr_scale", 1.0)
 
 
 class MCMDecoder(nn.Module):
@@ -401,6 +380,11 @@ class MCM(nn.Module):
             self.encoder = MCMEncoder(cfg)
             self.decoders = nn.ModuleDict({m: MCMDecoder(cfg, len(MODALITY_CHANNELS[m]), self.encoder.grid)
                                            for m in MODALITIES})
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameters pre-trained without weight decay (MAE): the tokens and the subset embedding."""
+        return ({f"encoder.{n}" for n in self.encoder.no_weight_decay()}
+                | {f"decoders.{m}.mask_token" for m in MODALITIES})
 
     def draw(self, batch: int, generator: torch.Generator | None, available: Tensor | None = None,
              mask_ratio: float | None = None) -> tuple[Tensor, SpatialMask]:
@@ -552,7 +536,7 @@ def mcm_train_flops_per_image(cfg: MCMConfig) -> float:
 
 
 __all__ = ["MCMConfig", "MCM_PROFILES", "MCM", "MCMEncoder", "MCMDecoder", "MCMOutput", "MODALITIES",
-           "load_pretrained_encoder", "reconstruction_errors", "apply_lr_scale", "sincos_pos_embed",
+           "load_pretrained_encoder", "reconstruction_errors", "sincos_pos_embed",
            "count_parameters", "mcm_train_flops_per_image"]
 
 
