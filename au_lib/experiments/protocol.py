@@ -39,7 +39,6 @@ from torch import nn
 from au_lib.data.folds import Fold, validation_split
 from au_lib.metrics import choose_thresholds, class_weights, f1_per_au
 from au_lib.profiles import current_profile, pick
-from au_lib.provenance import REPO_ROOT
 from au_lib.train.finetune import FrameTable, TrainConfig, extract_features, fit, materialize, predict
 
 
@@ -357,10 +356,10 @@ def run_fold(table: FrameTable, fold: Fold, method: Method, settings: ProtocolSe
 # --------------------------------------------------------------------------------------------
 
 def cache_dir() -> Path:
-    """``$AU_CACHE`` or ``<repo>/.cache``."""
-    import os
+    """The package's cache folder (:func:`au_lib.cache.cache_root`)."""
+    from au_lib.cache import cache_root
 
-    return Path(os.environ.get("AU_CACHE") or REPO_ROOT / ".cache")
+    return cache_root()
 
 
 def subsample(table: FrameTable, per_subject: int | None) -> FrameTable:

