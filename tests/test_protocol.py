@@ -160,11 +160,11 @@ def test_cli_evaluate_and_errors(tmp_path, capsys):
     from au_lib.cli import main
 
     out = tmp_path / "probe.json"
-    rc = main(["evaluate", "--method", "probe:pixels", "--dataset", "fakeau", "--profile", "smoke",
+    rc = main(["probe", "--method", "probe:pixels", "--data", "fakeau", "--profile", "smoke",
                "--out", str(out), "--no-progress", "--device", "cpu"])
     assert rc == 0 and out.exists()
     assert "mean F1" in capsys.readouterr().out
-    rc = main(["finetune", "--method", "probe:pixels", "--dataset", "fakeau", "--profile", "smoke"])
+    rc = main(["finetune", "--method", "probe:pixels", "--data", "fakeau", "--profile", "smoke"])
     assert rc == 2 and "finetune methods" in capsys.readouterr().err
 
 
