@@ -22,7 +22,7 @@ short run: checkpoint epoch ``e`` of ``E`` is drawn at ``paper_epoch = 100 * e /
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -319,7 +319,7 @@ def heldout_reconstruction(checkpoint: Path, x5: torch.Tensor, mask_ratio: float
     """Mean pixel MSE (units of [0,1] intensities) of a checkpoint's reconstructions per modality on
     ``x5`` (N,5,H,W), with subsets drawn uniformly and masks at ``mask_ratio`` from ``seed`` (so every
     checkpoint is judged on the same task, whatever ratio it was trained with)."""
-    from au_lib.models.mcm import reconstruction_errors
+    from au_lib.experiments.reconstruction import reconstruction_errors
     from au_lib.ops.masking import random_masking, sample_subsets
     from au_lib.train.pretrain import load_pretrained_mcm
 

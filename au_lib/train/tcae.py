@@ -23,7 +23,6 @@ the pairs with a ``DistributedSampler`` and wraps the model in DDP; rank 0 write
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -32,7 +31,7 @@ from typing import Any, Iterator, Mapping
 import torch
 import torch.nn as nn
 
-from au_lib.models.tcae import TCAE, TCAEConfig, disentanglement_metrics, load_tcae, tcae_config
+from au_lib.models.tcae import TCAE, TCAEConfig, tcae_config
 from au_lib.profiles import current_profile, pick
 from au_lib.train import engine
 
@@ -467,21 +466,5 @@ def showcase_indices(dataset: torch.utils.data.Dataset, n: int = 16, seed: int =
     return [min(len(dataset) - 1, int(off + i * stride)) for i in range(k)]
 
 
-@torch.no_grad()
-def evaluate_checkpoints(run_dir: str | Path, batch: Mapping[str, torch.Tensor],
-                         device: str | torch.device = "cpu") -> list[dict]:
-    """:func:`~au_lib.models.tcae.disentanglement_metrics` of every ``ckpt_<step>.pt`` in ``run_dir``
-    on ``batch`` (synthetic pairs with ground truth) -> ``[{"step": s, **metrics}]`` by step."""
-    rows = []
-    ckpts = checkpoint_paths(run_dir)
-    if not ckpts:
-        raise FileNotFoundError(f"no ckpt_<step>.pt checkpoints in {run_dir}")
-    for step, path in ckpts:
-        model = load_tcae(path, map_location=device).to(device)
-        rows.append({"step": step, **disentanglement_metrics(model, batch)})
-    return rows
-
-
 __all__ = ["TCAETrainConfig", "TRAIN_PROFILES", "OFFICIAL_SWITCHES", "train_config", "ToyPairs", "open_pair_data",
-           "jitter_pairs", "collate_pairs", "PairPool", "pair_pool", "showcase_indices", "train_tcae", "TCAERun", "checkpoint_paths", "fixed_batch",
-           "evaluate_checkpoints"]
+           "jitter_pairs", "collate_pairs", "PairPool", "pair_pool", "showcase_indices", "train_tcae", "TCAERun", "checkpoint_paths", "fixed_batch"]
