@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from au_lib.experiments.reconstruction import reconstruction_errors
 from au_lib.models.mcm import (MCM, MCM_PROFILES, MCMConfig, MCMEncoder, MODALITIES,
-                               load_pretrained_encoder, mcm_loss, reconstruction_errors, sincos_pos_embed)
+                               load_pretrained_encoder, mcm_loss, sincos_pos_embed)
 from au_lib.ops.masking import (RGB_SUBSET, SUBSETS, channel_mix, kept_channel_mask, mask_image,
                                 num_visible, patchify, random_masking, sample_subsets, subset_index,
                                 subset_name, unpatchify)

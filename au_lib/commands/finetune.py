@@ -27,7 +27,9 @@ def run_protocol_command(args: argparse.Namespace, kinds: tuple[str, ...]) -> in
     from dataclasses import replace
 
     from au_lib.data.registry import dataset_name
-    from au_lib.experiments.protocol import Method, protocol_settings, run_protocol, results_table
+    from au_lib.experiments.analysis import results_table
+    from au_lib.experiments.methods import Method
+    from au_lib.experiments.protocol import protocol_settings, run_protocol
 
     profile = args.profile
     method = Method.parse(args.method, args.checkpoint)

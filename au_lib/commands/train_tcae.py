@@ -35,9 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from au_lib.cache import cache_dir
     from au_lib.train.engine import distributed, log0
-    from au_lib.train.tcae import OFFICIAL_SWITCHES, train_config, train_tcae
+    from au_lib.train.tcae import OFFICIAL_SWITCHES, default_run_dir, train_config, train_tcae
 
     profile = args.profile
     overrides = {k: v for k, v in {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
@@ -48,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     if args.no_amp:
         overrides["amp"] = False
     cfg = train_config(profile, model_overrides=OFFICIAL_SWITCHES if args.official else None, **overrides)
-    out = args.out or cache_dir("tcae", f"{args.data}_{profile}")
+    out = args.out or default_run_dir(args.data, profile)
     with distributed():
         res = train_tcae(cfg, out, data=args.data, device=args.device, progress=not args.no_progress,
                          resume=not args.restart, profile=profile)

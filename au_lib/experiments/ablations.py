@@ -352,7 +352,8 @@ def probe_protocol(checkpoint: str | Path, dataset: str, dataset_options: dict, 
     :func:`~au_lib.experiments.protocol.aggregate`. Returns ``(metrics, extra)``.
     """
     from au_lib.data.registry import dataset_folds
-    from au_lib.experiments.protocol import Method, aggregate, load_table, run_fold
+    from au_lib.experiments.methods import Method
+    from au_lib.experiments.protocol import aggregate, load_table, run_fold
     from au_lib.models.heads import SubsetFusion
     from au_lib.models.mcm import load_pretrained_encoder
     from au_lib.train.finetune import extract_features

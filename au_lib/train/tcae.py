@@ -298,6 +298,13 @@ NOT_BINDING = ("steps", "checkpoint_every", "log_every", "num_workers", "amp")
 """Config fields a resumed run may change (length, logging, workers, precision)."""
 
 
+def default_run_dir(data: str, profile: str) -> Path:
+    """``<cache>/tcae/<data>_<profile>``: where ``au-lib train-tcae`` and the TCAE chapter train by default."""
+    from au_lib.cache import cache_dir
+
+    return cache_dir("tcae", f"{data}_{profile}")
+
+
 def checkpoint_paths(run_dir: str | Path) -> list[tuple[int, Path]]:
     """``[(step, path)]`` of the numbered checkpoints ``ckpt_<step>.pt`` in ``run_dir``, by step."""
     out = []
@@ -467,4 +474,4 @@ def showcase_indices(dataset: torch.utils.data.Dataset, n: int = 16, seed: int =
 
 
 __all__ = ["TCAETrainConfig", "TRAIN_PROFILES", "OFFICIAL_SWITCHES", "train_config", "ToyPairs", "open_pair_data",
-           "jitter_pairs", "collate_pairs", "PairPool", "pair_pool", "showcase_indices", "train_tcae", "TCAERun", "checkpoint_paths", "fixed_batch"]
+           "jitter_pairs", "collate_pairs", "PairPool", "pair_pool", "showcase_indices", "train_tcae", "TCAERun", "default_run_dir", "checkpoint_paths", "fixed_batch"]
