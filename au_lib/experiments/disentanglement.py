@@ -14,7 +14,7 @@ from typing import Mapping
 
 import torch
 
-from au_lib.models.tcae import TCAE, VISIBILITY_KEYS, load_tcae
+from au_lib.models.tcae import TCAE, load_tcae
 from au_lib.train.tcae import checkpoint_paths
 
 
@@ -50,8 +50,8 @@ def disentanglement_metrics(model: TCAE, batch: Mapping[str, torch.Tensor]) -> d
     """Score a model on a batch of synthetic pairs with ground truth (keys of ``open_pairs``).
 
     Pixels are scored where the ground truth is defined: ``vis_au`` for the AU field, ``vis_pose``
-    for the pose field, ``vis_target`` for the mix (else the first of :data:`VISIBILITY_KEYS`, else
-    all pixels); AU leakage/capture only where the ground-truth AU motion exceeds 0.05 px. Returns batch means of: ``epe_au``, ``epe_pose``, ``epe_total`` (pixels, over the visible mask),
+    for the pose field, ``vis_target`` for the mix (all pixels when the batch has no such mask, e.g.
+    :class:`~au_lib.train.tcae.ToyPairs`); AU leakage/capture only where the ground-truth AU motion exceeds 0.05 px. Returns batch means of: ``epe_au``, ``epe_pose``, ``epe_total`` (pixels, over the visible mask),
     ``epe_au_zero``/``epe_pose_zero`` (the same for an all-zero prediction, a baseline),
     ``photo_au``/``photo_pose`` (mean |predicted - ground-truth render|, intensities in [0, 1]),
     ``photo_recon`` (|rebuilt - target|), ``leak_pose_in_au`` (``leakage(tau_A, gt_pose)``),
@@ -68,7 +68,7 @@ def disentanglement_metrics(model: TCAE, batch: Mapping[str, torch.Tensor]) -> d
     B, H, W = src.shape[0], *src.shape[-2:]
 
     def mask_of(key: str) -> torch.Tensor | None:
-        m = batch.get(key, next((batch[k] for k in VISIBILITY_KEYS if k in batch), None))
+        m = batch.get(key)
         return None if m is None else m.to(dev).reshape(B, H, W) > 0.5
 
     m_au, m_pose, m_tot = mask_of("vis_au"), mask_of("vis_pose"), mask_of("vis_target")

@@ -41,8 +41,6 @@ import torch.nn as nn
 from au_lib.profiles import pick
 
 EMBED_DIM = 256
-VISIBILITY_KEYS = ("vis_target", "visible", "vis")
-"""Batch keys searched (in order) for the ground-truth visibility mask (``B x 1 x H x W`` or ``B x H x W``)."""
 
 
 @dataclass(frozen=True)

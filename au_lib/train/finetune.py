@@ -183,6 +183,7 @@ def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], val: tuple[t
             stored in the history (use it to *report* test-fold curves; it must not feed back).
         progress: show a tqdm bar over epochs.
         amp, compile: see :func:`au_lib.train.engine.autocast` and :func:`~au_lib.train.engine.wrap`.
+            In a process group (the caller's) each batch is split over the ranks and trained with DDP.
 
     Returns:
         :class:`FitResult` with the best-validation model (weights restored) and per-epoch history
@@ -215,10 +216,12 @@ def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], val: tuple[t
     images = xt.ndim == 4
     net = engine.wrap(model, device, compile=compile)
 
+    info = engine.dist_info()
+
     def batches():
-        perm = torch.randperm(len(xt), generator=gen)
+        perm = torch.randperm(len(xt), generator=gen)  # the same on every rank (same seed)
         for i in range(0, len(xt), cfg.batch_size):
-            idx = perm[i:i + cfg.batch_size]
+            idx = perm[i:i + cfg.batch_size][info.rank::info.world_size]  # under DDP: this rank's share
             if len(idx) < 2 and len(xt) >= 2:  # BatchNorm needs 2 rows
                 continue
             xb, yb = xt[idx], yt[idx]
