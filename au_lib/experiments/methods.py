@@ -24,7 +24,6 @@ if TYPE_CHECKING:
 
 
 EXTRACTORS = ("pixels", "random-vit", "mcm", "tcae-au", "tcae-pose")
-BACKBONES = ("resnet18", "vit", "mcm")
 
 
 @dataclass(frozen=True)

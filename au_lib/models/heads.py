@@ -12,15 +12,11 @@
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
 import torch.nn.functional as F
-
-FeatureExtractor = Callable[[torch.Tensor], torch.Tensor]
-"""A callable ``(B, C, H, W) -> (B, D)``: the representation a classifier is trained on."""
-
 
 class LinearProbe(nn.Module):
     """``BatchNorm1d(dim) -> Linear(dim, num_aus)`` on a (frozen) pooled embedding.
