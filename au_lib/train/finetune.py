@@ -1,11 +1,13 @@
-"""One training loop for every AU classifier: linear probes, MCM fine-tuning, supervised baselines.
+"""Training AU classifiers (linear probes, MCM fine-tuning, supervised baselines) with the engine.
 
-The loop trains on in-memory tensors (a :class:`FrameTable` loaded once from any dataset of the
-registry), with the masked, class-weighted BCE of :func:`au_lib.models.heads.masked_bce_loss`,
-AdamW with per-group learning rates (layer decay when the model provides it), a linear warm-up then
-cosine schedule, early stopping on the *validation* mean F1, a per-epoch checkpoint it resumes from,
-and a tqdm progress bar. The test fold never enters :func:`fit`; an optional ``monitor`` callback
-receives each epoch's model so a protocol can *report* (never select on) test-fold numbers.
+:func:`fit` trains on in-memory tensors (a :class:`FrameTable` loaded once from any dataset of the
+registry) through :func:`au_lib.train.engine.train_one_epoch`, with the masked, class-weighted BCE
+of :func:`au_lib.models.heads.masked_bce_loss`, AdamW with per-group learning rates
+(:func:`au_lib.models.heads.param_groups`: layer decay when the model has it), a linear warm-up then
+cosine schedule, early stopping on the *validation* mean F1, a per-epoch checkpoint in the engine's
+format that it resumes from, and a tqdm progress bar. The test fold never enters :func:`fit`; an
+optional ``monitor`` callback receives each epoch's model so a protocol can *report* (never select
+on) test-fold numbers.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from torch import nn
 
 from au_lib.metrics import f1_per_au
 from au_lib.models.heads import masked_bce_loss, param_groups
+from au_lib.train import engine
 
 
 @dataclass(frozen=True)
@@ -189,8 +192,6 @@ def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], val: tuple[t
         :class:`FitResult` with the best-validation model (weights restored) and per-epoch history
         (``epoch``, ``train_loss``, ``val_loss``, ``val_f1``, ``lr`` and the monitor's keys).
     """
-    from au_lib.train import engine
-
     xt, yt = train
     xv, yv = val
     if len(xt) == 0 or len(xv) == 0:

@@ -1,11 +1,13 @@
-"""MCM pre-training loop (MAE recipe): AdamW (0.9, 0.95), linear-scaled lr, warm-up + cosine, bf16 on
-CUDA, gradient accumulation, DDP via torchrun, checkpoints + resume, JSONL metrics, progress bar.
+"""MCM pre-training (MAE recipe) on the engine: AdamW (0.9, 0.95), linear-scaled lr, warm-up + cosine
+(timm), the MCM step (:func:`mcm_step`) run by :func:`au_lib.train.engine.train_one_epoch` with bf16
+on CUDA, gradient accumulation, DDP in the caller's process group, checkpoints + resume, JSONL
+metrics, progress bar.
 
 ```python
 from au_lib.train.pretrain import PRETRAIN_PROFILES, pretrain, open_pretrain_dataset
 cfg = pick(PRETRAIN_PROFILES)                       # profile row; override with pick(..., epochs=5)
 ds = open_pretrain_dataset("synthau", cfg)          # any dataset yielding rgb (+ depth, thermal)
-result = pretrain(cfg, ds, out_dir=".cache/mcm/cpu")  # resumes from out_dir/last.pt if present
+result = pretrain(cfg, ds, out_dir="runs/mcm")     # resumes from out_dir/last.pt if present
 ```
 
 Determinism: the data order comes from a ``DistributedSampler`` seeded with ``cfg.seed`` (also in a
