@@ -76,3 +76,19 @@ def test_bad_arguments_fail_with_status_2(argv, capsys):
     assert rc == 2
     err = capsys.readouterr().err
     assert "unknown profile" in err or "unrecognized arguments: --bogus" in err
+
+
+def test_train_tcae_defaults_its_run_folder_to_the_cache_and_runs_bf16_on_cpu(tmp_path, monkeypatch):
+    import torch
+
+    from au_lib.train.engine import JsonlLogger, read_checkpoint
+
+    monkeypatch.setenv("AU_CACHE", str(tmp_path))
+    torch.set_num_threads(1)
+    rc = cli.main(["train-tcae", "--data", "toy", "--profile", "smoke", "--steps", "2", "--batch-size", "4",
+                   "--checkpoint-every", "2", "--amp", "bf16", "--no-progress", "--device", "cpu"])
+    run = tmp_path / "tcae" / "toy_smoke"
+    assert rc == 0 and (run / "ckpt_0000002.pt").is_file()
+    ckpt = read_checkpoint(run / "last.pt")
+    assert ckpt["step"] == 2 and ckpt["config"]["amp"] == "bf16" and len(ckpt["history"]) == 1
+    assert [r["step"] for r in JsonlLogger.read(run / "log.jsonl")] == [2]

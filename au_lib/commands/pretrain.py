@@ -40,7 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-workers", type=int, default=None)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
-    parser.add_argument("--no-amp", action="store_true", help="disable bf16 autocast on CUDA")
+    parser.add_argument("--amp", choices=("auto", "bf16", "fp16", "off"), default=None,
+                        help="mixed precision: auto = bf16 on CUDA, fp32 on CPU (the profile's default); "
+                             "bf16 also on CPU; fp16 with a grad scaler (CUDA); off = fp32")
+    parser.add_argument("--no-amp", dest="amp", action="store_const", const="off", help=argparse.SUPPRESS)
     parser.add_argument("--restart", action="store_true", help="start over even if OUT/last.pt exists")
     parser.add_argument("--no-resume", dest="restart", action="store_true", help=argparse.SUPPRESS)  # former name
 
@@ -57,8 +60,8 @@ def run(args: argparse.Namespace) -> int:
         over["save_epochs"] = _int_list(args.save_epochs)
     if args.compile:
         over["compile"] = True
-    if args.no_amp:
-        over["amp"] = False
+    if args.amp is not None:
+        over["amp"] = {"auto": True, "off": False}.get(args.amp, args.amp)
     if args.mask_ratio is not None:
         over["mask_ratio"] = args.mask_ratio
     if args.norm_pix_loss:

@@ -30,7 +30,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--official", action="store_true",
                         help="the released code's switches: tanh-bounded attention, detached cycle input, "
                              "extra output-consistency terms, curriculum over the easiest 50%%")
-    parser.add_argument("--no-amp", action="store_true", help="no bf16 autocast on CUDA")
+    parser.add_argument("--amp", choices=("auto", "bf16", "fp16", "off"), default=None,
+                        help="mixed precision: auto = bf16 on CUDA, fp32 on CPU (the profile's default); "
+                             "bf16 also on CPU; fp16 with a grad scaler (CUDA); off = fp32")
+    parser.add_argument("--no-amp", dest="amp", action="store_const", const="off", help=argparse.SUPPRESS)
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model")
     parser.add_argument("--restart", action="store_true", help="ignore an existing last.pt (no resume)")
 
 
@@ -44,13 +48,13 @@ def run(args: argparse.Namespace) -> int:
                                    "num_workers": args.num_workers, "seed": args.seed}.items() if v is not None}
     if args.no_jitter:
         overrides["jitter"] = False
-    if args.no_amp:
-        overrides["amp"] = False
+    if args.amp is not None:
+        overrides["amp"] = {"auto": True, "off": False}.get(args.amp, args.amp)
     cfg = train_config(profile, model_overrides=OFFICIAL_SWITCHES if args.official else None, **overrides)
     out = args.out or default_run_dir(args.data, profile)
     with distributed():
         res = train_tcae(cfg, out, data=args.data, device=args.device, progress=not args.no_progress,
-                         resume=not args.restart, profile=profile)
+                         resume=not args.restart, profile=profile, compile=args.compile)
         last = res.history[-1] if res.history else {}
         log0(f"train-tcae: {res.step} steps in {res.run_dir} "
              f"(recon L1 {last.get('recon', float('nan')):.4f}, total {last.get('total', float('nan')):.4f})")

@@ -52,7 +52,7 @@ class PretrainConfig:
     save_every: int = 1                    # write last.pt every N epochs (and at the end)
     save_epochs: tuple[int, ...] = ()      # also keep epoch_XXXX.pt after these epochs (for sweeps)
     num_workers: int = 0
-    amp: bool = True                       # bf16 autocast on CUDA only
+    amp: bool | str = True                 # True: bf16 on CUDA only; "bf16" also on CPU; "fp16"; False
     compile: bool = False
     seed: int = 0
     num_samples: int | None = None         # dataset size for synthetic data (None: dataset default)

@@ -58,7 +58,7 @@ class TCAETrainConfig:
     log_every: int = 50
     num_workers: int = 4
     seed: int = 0
-    amp: bool = True                # bf16 autocast on CUDA (ignored on CPU)
+    amp: bool | str = True          # True: bf16 on CUDA only; "bf16" also on CPU; "fp16"; False
     pool_pairs: int | None = None   # SynthAU: render this many pairs once and cache them (CPU budgets); None: stream
 
     def __post_init__(self) -> None:
