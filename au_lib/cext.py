@@ -2,8 +2,8 @@
 
 Used by the fused CPU warp (:mod:`au_lib.ops.warp_cpu`) and SynthAU's rasteriser
 (:mod:`au_lib.data.synth.raster_cpu`). A :class:`CKernel` compiles its sources with ``$CC`` (else
-``cc`` / ``gcc`` / ``clang``) into a cache folder (``$AU_EXT_DIR``, else ``$XDG_CACHE_HOME/au_lib/ext``
-or ``~/.cache/au_lib/ext``); the file name carries a hash of the sources, flags, compiler version and
+``cc`` / ``gcc`` / ``clang``) into a cache folder (``$AU_EXT_DIR``, else ``<cache>/ext`` of
+:mod:`au_lib.cache`); the file name carries a hash of the sources, flags, compiler version and
 CPU flags, so a changed source or machine builds anew, and the build is written atomically (a
 temporary file renamed), so concurrent first calls are safe. Flag variants are tried in order (OpenMP
 with the native ISA, OpenMP, neither). Where nothing builds, :meth:`CKernel.available` returns False
@@ -35,11 +35,12 @@ VARIANTS = (["-fopenmp", "-march=native"], ["-fopenmp"], [])
 
 
 def cache_dir() -> Path:
-    """Folder of the built libraries: ``$AU_EXT_DIR``, else ``$XDG_CACHE_HOME/au_lib/ext`` or ``~/.cache/au_lib/ext``."""
+    """Folder of the built libraries: ``$AU_EXT_DIR``, else ``<cache>/ext`` (:func:`au_lib.cache.cache_root`)."""
     if os.environ.get("AU_EXT_DIR"):
         return Path(os.environ["AU_EXT_DIR"]).expanduser()
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser()
-    return base / "au_lib" / "ext"
+    from au_lib.cache import cache_dir as root_dir
+
+    return root_dir("ext")
 
 
 def compiler() -> str | None:

@@ -1,64 +1,108 @@
 """Command line: ``python -m au_lib`` (installed as ``au-lib``).
 
-Each subcommand lives in its own module under ``au_lib.commands`` exposing ``HELP`` (one line),
-``add_arguments(parser)`` and ``run(args) -> int``. Modules are imported only when their subcommand
-is built, so ``au-lib --help`` stays quick.
+Each subcommand lives in its own module under ``au_lib.commands`` exposing
+``add_arguments(parser)`` and ``run(args) -> int``; its one-line help is in :data:`SUBCOMMANDS`, so
+``au-lib --help`` imports no subcommand (and no torch). Only the chosen subcommand's module is
+imported, and its heavy imports happen inside ``run``.
+
+The options every training/evaluation command shares are declared once (:func:`common_options`):
+``--profile`` (validated here; commands receive the resolved name), ``--device``, ``--no-progress``.
+Names are the same across commands: ``--data`` (the dataset), ``--out`` (the run folder or result
+file; always optional, defaulting to the cache), ``--restart`` (ignore a checkpoint to resume from).
+Messages go to the ``logging`` logger ``au_lib`` (INFO, stderr).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 from typing import Sequence
 
-SUBCOMMANDS: dict[str, str] = {
-    "data": "au_lib.commands.data",
-    "pretrain": "au_lib.commands.pretrain",
-    "finetune": "au_lib.commands.finetune",
-    "evaluate": "au_lib.commands.evaluate",
-    "ablate": "au_lib.commands.ablate",
-    "train-tcae": "au_lib.commands.train_tcae",
-    "bench": "au_lib.commands.bench",
-    "info": "au_lib.commands.info",
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "data": ("au_lib.commands.data", "generate the synthetic dataset, describe a dataset, or prepare BP4D/BP4D+/DISFA"),
+    "pretrain": ("au_lib.commands.pretrain", "pre-train MCM (multimodal channel-mixing MAE); resumable, DDP under torchrun"),
+    "finetune": ("au_lib.commands.finetune",
+                 "fine-tune MCM or train a supervised baseline under the 3-fold AU protocol; write a result file"),
+    "probe": ("au_lib.commands.probe",
+              "linear-probe frozen features (TCAE, MCM, pixels) under the 3-fold AU protocol; write a result file"),
+    "ablate": ("au_lib.commands.ablate",
+               "MCM ablations (supplementary Fig. 1): F1 vs pre-training epochs and vs mask ratio; resumable"),
+    "train-tcae": ("au_lib.commands.train_tcae", "train TCAE (twin-cycle autoencoder) on frame pairs: synthau | video | toy"),
+    "bench": ("au_lib.commands.bench", "run speed benchmarks from bench/ (warp, mcm, synth, ...) and print ratios"),
+    "info": ("au_lib.commands.info", "show the active profile, device, versions, warp kernels and dataset AU lists"),
 }
+ALIASES: dict[str, str] = {"evaluate": "probe"}
+"""Former names still accepted."""
+
+WITHOUT_COMMON = ("data", "bench")
+"""Subcommands that take none of the common options (``data``'s actions declare their own)."""
 
 
-def _available() -> dict[str, object]:
-    mods = {}
-    for name, modname in SUBCOMMANDS.items():
-        try:
-            mods[name] = importlib.import_module(modname)
-        except ModuleNotFoundError as exc:
-            if not (exc.name and (modname == exc.name or modname.startswith(exc.name + "."))):  # a real missing dependency inside the module: surface it
-                raise
-    return mods
+def common_options() -> argparse.ArgumentParser:
+    """The options shared by the training and evaluation subcommands (a parent parser)."""
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("common options")
+    group.add_argument("--profile", default=None, help="smoke | cpu | paper (default: $AU_PROFILE or cpu)")
+    group.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: $AU_DEVICE, else CUDA if available)")
+    group.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return common
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser (imports every available subcommand module)."""
+def _chosen(argv: Sequence[str]) -> str | None:
+    """The subcommand named in ``argv`` (the first argument not starting with ``-``), if known."""
+    for a in argv:
+        if not a.startswith("-"):
+            name = ALIASES.get(a, a)
+            return name if name in SUBCOMMANDS else None
+    return None
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser; only ``command``'s module is imported (every module when ``"*"``)."""
     from au_lib import __version__
 
     parser = argparse.ArgumentParser(
         prog="au-lib",
         description="Self-supervised facial Action Unit detection (MCM, TCAE): data, training, evaluation.",
-        epilog="The profile (smoke|cpu|paper) comes from --profile or $AU_PROFILE (default cpu).")
+        epilog="The profile (smoke|cpu|paper) comes from --profile or $AU_PROFILE (default cpu); "
+               "caches live in $AU_CACHE (default: the platform cache directory).")
     parser.add_argument("--version", action="version", version=f"au_lib {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, mod in _available().items():
-        p = sub.add_parser(name, help=getattr(mod, "HELP", ""), description=getattr(mod, "HELP", ""))
+    common = common_options()
+    for name, (modname, help_) in SUBCOMMANDS.items():
+        aliases = [a for a, n in ALIASES.items() if n == name]
+        if command not in (name, "*"):
+            sub.add_parser(name, help=help_, aliases=aliases, add_help=False)
+            continue
+        mod = importlib.import_module(modname)
+        p = sub.add_parser(name, help=help_, description=(mod.__doc__ or help_).strip(), aliases=aliases,
+                           parents=[] if name in WITHOUT_COMMON else [common],
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
         mod.add_arguments(p)
         p.set_defaults(_run=mod.run)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(_chosen(argv))
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "_passes_through", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra
     if getattr(args, "_run", None) is None:
         parser.print_help()
         return 0
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("au_lib").setLevel(logging.INFO)
     try:
+        if hasattr(args, "profile"):
+            from au_lib.profiles import check_profile, current_profile
+
+            args.profile = check_profile(args.profile) if args.profile else current_profile()
         return int(args._run(args) or 0)
     except (ValueError, FileNotFoundError, KeyError) as exc:
         print(f"au-lib {args.command}: error: {exc}", file=sys.stderr)

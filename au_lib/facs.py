@@ -110,8 +110,3 @@ def parse_au(number_or_code: int | str) -> int:
         known = ", ".join(str(n) for n in FACS)
         raise KeyError(f"unknown AU {number_or_code!r}; FACS numbers known here: {known}")
     return number
-
-
-def au_names(aus: tuple[int, ...]) -> list[str]:
-    """``["AU1 Inner brow raiser", ...]`` labels for plots and tables."""
-    return [f"AU{n} {FACS[n].name}" for n in aus]

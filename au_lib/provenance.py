@@ -22,6 +22,8 @@ from typing import Any, Iterator
 import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+"""The folder above the package: a source checkout when the package runs from one (for
+:func:`git_commit`); nothing else in the package depends on it (caches: :mod:`au_lib.cache`)."""
 
 
 def seed_everything(seed: int) -> "torch.Generator":  # noqa: F821
@@ -54,8 +56,13 @@ def choose_device(prefer: str | None = None) -> "torch.device":  # noqa: F821
 
 
 def git_commit(root: Path = REPO_ROOT) -> str:
-    """Short commit hash of the checkout (``+dirty`` if it has uncommitted changes), or ``unknown``."""
+    """Short commit hash of the checkout (``+dirty`` if it has uncommitted changes), or ``unknown``
+    (also when the package is installed rather than run from a checkout)."""
     try:
+        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=root, capture_output=True, text=True,
+                             timeout=10, check=True).stdout.strip()
+        if Path(top).resolve() != Path(root).resolve():  # e.g. site-packages inside some other repository
+            return "unknown"
         sha = subprocess.run(["git", "rev-parse", "--short=10", "HEAD"], cwd=root, capture_output=True,
                              text=True, timeout=10, check=True).stdout.strip()
         # untracked (not ignored) files under the code folders count too: code that ran but is not

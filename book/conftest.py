@@ -4,8 +4,10 @@ The kernels inherit this process's environment, so the variables set here reach 
 """
 
 import os
+from pathlib import Path
 
-for key, value in {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MKL_CBWR": "AVX2",
+ROOT = Path(__file__).resolve().parent.parent
+for key, value in {"AU_CACHE": str(ROOT / ".cache"), "AU_RESULTS": str(ROOT / "book" / "results"),"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MKL_CBWR": "AVX2",
                    "PYTHONHASHSEED": "0", "CUBLAS_WORKSPACE_CONFIG": ":4096:8",
                    "TQDM_DISABLE": "1", "PYTHONWARNINGS": "ignore"}.items():
     os.environ.setdefault(key, value)

@@ -7,7 +7,8 @@ What it does, idempotently:
 3. extracts only the files the project uses into ``<cache>/pyfeat/`` and writes a manifest with
    their sha256, atomically.
 
-The cache folder is ``$AU_CACHE`` or ``<repo>/.cache`` (git-ignored). Nothing is committed.
+The cache folder is ``$AU_CACHE`` or the platform cache (``make`` sets ``AU_CACHE=<repo>/.cache``,
+git-ignored). Nothing is committed.
 Usage: ``python data_scripts/fetch_pyfeat_assets.py [--cache DIR]``
 """
 
@@ -34,7 +35,10 @@ MEMBERS = (
 
 
 def default_cache() -> Path:
-    return Path(os.environ.get("AU_CACHE", Path(__file__).resolve().parent.parent / ".cache"))
+    """The package's cache folder (:func:`au_lib.cache.cache_root`: ``$AU_CACHE`` or the platform cache)."""
+    from au_lib.cache import cache_root
+
+    return cache_root()
 
 
 def sha256(path: Path) -> str:

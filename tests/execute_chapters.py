@@ -51,7 +51,8 @@ def main(argv: list[str]) -> int:
     if profile == "smoke":
         print("refusing to store smoke-profile outputs in the book (set AU_PROFILE=cpu or paper)")
         return 2
-    for k, v in {"MKL_CBWR": "AVX2", "PYTHONHASHSEED": "0", "PYTHONWARNINGS": "ignore"}.items():
+    for k, v in {"MKL_CBWR": "AVX2", "PYTHONHASHSEED": "0", "PYTHONWARNINGS": "ignore",
+                 "AU_CACHE": str(ROOT / ".cache"), "AU_RESULTS": str(ROOT / "book" / "results")}.items():
         os.environ.setdefault(k, v)
     # stored outputs show results, not the progress of the run that made them
     os.environ.update({"AU_PROGRESS": "0", "TQDM_DISABLE": "1"})

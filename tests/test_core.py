@@ -117,3 +117,5 @@ def test_git_commit_marks_untracked_code_as_dirty(tmp_path):
     assert not git_commit(repo).endswith("+dirty")
     (repo / "au_lib" / "new.py").write_text("y = 2\n")
     assert git_commit(repo).endswith("+dirty")
+    # a folder inside some other repository (an installed package in site-packages) has no commit of ours
+    assert git_commit(repo / "au_lib") == "unknown"

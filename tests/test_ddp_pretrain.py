@@ -22,7 +22,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
     os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
                        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
     torch.set_num_threads(1)
-    from au_lib.train.common import cleanup_distributed, init_distributed
+    from au_lib.train.engine import cleanup_distributed, init_distributed
     from au_lib.train.pretrain import RandomRGBDT, pretrain, resolve_config
 
     info = init_distributed(backend="gloo")

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from au_lib.models.mcm import (MCM, MCM_PROFILES, MCMConfig, MCMEncoder, MODALITIES, apply_lr_scale,
-                               load_pretrained_encoder, mcm_loss, reconstruction_errors, sincos_pos_embed)
+from au_lib.experiments.reconstruction import reconstruction_errors
+from au_lib.models.mcm import (MCM, MCM_PROFILES, MCMConfig, MCMEncoder, MODALITIES,
+                               load_pretrained_encoder, mcm_loss, sincos_pos_embed)
 from au_lib.ops.masking import (RGB_SUBSET, SUBSETS, channel_mix, kept_channel_mask, mask_image,
                                 num_visible, patchify, random_masking, sample_subsets, subset_index,
                                 subset_name, unpatchify)
@@ -275,14 +276,20 @@ def test_layer_decay_groups_and_checkpoint_loading(tmp_path):
     groups = model.encoder.param_groups_lrd(0.05, 0.5)
     L = model.encoder.num_layers
     assert L == SMOKE.depth + 1
-    by_name = {n: g for g in groups for n in g["names"]}
+    names = {id(p): n for n, p in model.encoder.named_parameters()}
+    by_name = {names[id(p)]: g for g in groups for p in g["params"]}
+    # MAE's layer-wise decay: embeddings 0.5**L, block i 0.5**(L-1-i), the final norm the full lr
     assert by_name["patch_embed.proj.weight"]["lr_scale"] == 0.5 ** L
     assert by_name["blocks.0.attn.qkv.weight"]["lr_scale"] == 0.5 ** (L - 1)
+    assert by_name[f"blocks.{SMOKE.depth - 1}.mlp.fc1.weight"]["lr_scale"] == 0.5
     assert by_name["norm.weight"]["lr_scale"] == 1.0 and by_name["norm.weight"]["weight_decay"] == 0
     assert by_name["cls_token"]["weight_decay"] == 0 and by_name["blocks.1.mlp.fc1.weight"]["weight_decay"] == 0.05
-    opt = torch.optim.AdamW([{k: v for k, v in g.items() if k != "names"} for g in groups], lr=1.0)
-    apply_lr_scale(opt)
-    assert min(g["lr"] for g in opt.param_groups) == 0.5 ** L
+    # pre-training groups: no decay for the tokens and the subset embedding, decay for the decoder weights
+    from au_lib.train.pretrain import param_groups
+    wd = {id(p): g["weight_decay"] for g in param_groups(model, 0.05) for p in g["params"]}
+    named = dict(model.named_parameters())
+    assert wd[id(named["encoder.subset_embed.weight"])] == 0 and wd[id(named["decoders.rgb.mask_token"])] == 0
+    assert wd[id(named["decoders.rgb.decoder_embed.weight"])] == 0.05
     path = tmp_path / "ckpt.pt"
     torch.save({"model": model.state_dict(), "config": {"model": SMOKE.to_dict()}}, path)
     enc = load_pretrained_encoder(path, drop_path=0.1)

@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from au_lib.train.common import JsonlLogger, load_checkpoint, step_generator
+from au_lib.train.engine import JsonlLogger, load_checkpoint, step_generator
 from au_lib.train.pretrain import (RandomRGBDT, collate_rgbdt, load_pretrained_mcm, pretrain,
                                    resolve_config)
 

@@ -13,6 +13,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 fake = importlib.import_module("_fake_au")
 
 from au_lib.data import registry  # noqa: E402
+from au_lib.experiments import analysis as A  # noqa: E402
 from au_lib.experiments import protocol as P  # noqa: E402
 from au_lib.train.finetune import FrameTable, TrainConfig, materialize  # noqa: E402
 
@@ -116,7 +117,7 @@ def test_run_protocol_writes_and_reuses_result(tmp_path, monkeypatch):
     met = res["metrics"]
     assert len(met["honest"]["per_au"]) == len(fake.AUS) and len(met["runs"]) == 3
     assert 0 <= met["honest"]["mean"] <= 1 and "test_tuned" in met
-    preds = P.load_predictions(res)
+    preds = A.load_predictions(res)
     assert len(preds["rows"]) == 8 * len(fake.SUBJECTS)
 
     def boom(*a, **k):
@@ -151,7 +152,7 @@ def test_fit_resumes_from_checkpoint(table, tmp_path):
     resumed = fit(LinearProbe(16, 4), (feats[tr], table.au[tr]), (feats[va], table.au[va]), cfg, seed=5,
                   checkpoint=ckpt)
     assert [h["val_f1"] for h in resumed.history] == [h["val_f1"] for h in full.history]
-    with pytest.raises(ValueError, match="another training config"):
+    with pytest.raises(ValueError, match="cannot resume, written with a different training config"):
         fit(LinearProbe(16, 4), (feats[tr], table.au[tr]), (feats[va], table.au[va]), replace(cfg, lr=1.0),
             checkpoint=ckpt)
 
@@ -160,11 +161,11 @@ def test_cli_evaluate_and_errors(tmp_path, capsys):
     from au_lib.cli import main
 
     out = tmp_path / "probe.json"
-    rc = main(["evaluate", "--method", "probe:pixels", "--dataset", "fakeau", "--profile", "smoke",
+    rc = main(["probe", "--method", "probe:pixels", "--data", "fakeau", "--profile", "smoke",
                "--out", str(out), "--no-progress", "--device", "cpu"])
     assert rc == 0 and out.exists()
     assert "mean F1" in capsys.readouterr().out
-    rc = main(["finetune", "--method", "probe:pixels", "--dataset", "fakeau", "--profile", "smoke"])
+    rc = main(["finetune", "--method", "probe:pixels", "--data", "fakeau", "--profile", "smoke"])
     assert rc == 2 and "finetune methods" in capsys.readouterr().err
 
 
@@ -195,17 +196,17 @@ def test_error_examples_are_mistakes_and_difficulty_table(tmp_path):
     res = P.run_protocol("probe:pixels", "fakeau", {}, profile="smoke", settings=s, out=tmp_path / "p.json",
                          device="cpu", progress=False)
     table = P.load_table("fakeau", {}, ("rgb",), s.image_size, "smoke", 12)
-    preds = P.load_predictions(res)
+    preds = A.load_predictions(res)
     thr = {r["fold"]: r["thresholds"] for r in res["metrics"]["runs"]}
     for k, au in enumerate(fake.AUS):
         score = dict(zip(preds["rows"].tolist(), preds["scores"][:, k].tolist()))
         fold = dict(zip(preds["rows"].tolist(), preds["fold"].tolist()))
-        for r in P.error_examples(table, res, au, "fp", n=50):
+        for r in A.error_examples(table, res, au, "fp", n=50):
             assert table.au[r, k] == 0 and score[r] >= thr[fold[r]][k]
-        for r in P.error_examples(table, res, au, "fn", n=50):
+        for r in A.error_examples(table, res, au, "fn", n=50):
             assert table.au[r, k] == 1 and score[r] < thr[fold[r]][k]
     with pytest.raises(KeyError, match="AU99"):
-        P.error_examples(table, res, 99)
-    df = P.au_difficulty(table, res)
+        A.error_examples(table, res, 99)
+    df = A.au_difficulty(table, res)
     assert list(df.index) == [f"AU{a}" for a in fake.AUS]
     assert df["occurrence"].between(0, 1).all() and (df["evidence"] > 0).all()  # every fake AU brightens a block

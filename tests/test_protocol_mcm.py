@@ -13,6 +13,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 fake = importlib.import_module("_fake_au")
 
 from au_lib.experiments import protocol as P  # noqa: E402
+from au_lib.experiments.methods import make_network  # noqa: E402
 from au_lib.train.finetune import TrainConfig, materialize  # noqa: E402
 
 mcm = pytest.importorskip("au_lib.models.mcm")
@@ -60,7 +61,7 @@ def test_fusion_needs_depth_and_thermal(mcm_ckpt):
 
 def test_mcm_image_size_mismatch_is_explained(table5, mcm_ckpt):
     with pytest.raises(ValueError, match="takes 32px images"):
-        P.make_network(P.Method.parse("finetune:mcm", mcm_ckpt), 4, replace(_settings(), image_size=64))
+        make_network(P.Method.parse("finetune:mcm", mcm_ckpt), 4, replace(_settings(), image_size=64))
 
 
 def test_tcae_probe_features_au_and_pose(table5, tmp_path):

@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from au_lib.models.tcae import (TCAE, TCAEConfig, count_parameters, disentanglement_metrics, end_point_error,
-                                leakage, load_tcae, tcae_config)
+from au_lib.experiments.disentanglement import disentanglement_metrics, end_point_error, leakage
+from au_lib.models.tcae import TCAE, TCAEConfig, count_parameters, load_tcae, tcae_config
 from au_lib.ops.warp import displacement_to_official_flow, official_flow_to_displacement, warp
 from au_lib.train.tcae import ToyPairs, fixed_batch, jitter_pairs, train_config, train_tcae
 

@@ -20,10 +20,12 @@ def _worker(rank: int, world: int, port: int, run_dir: str, out_dir: str) -> Non
     os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
                        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
     torch.set_num_threads(1)
+    from au_lib.train.engine import distributed
     from au_lib.train.tcae import ToyPairs, train_config, train_tcae
 
     cfg = replace(train_config("smoke"), steps=4, batch_size=4, checkpoint_every=4, log_every=2)
-    run = train_tcae(cfg, run_dir, data=ToyPairs(n=16, image_size=32), device="cpu", progress=False)
+    with distributed(backend="gloo"):  # the caller sets up and tears down the process group
+        run = train_tcae(cfg, run_dir, data=ToyPairs(n=16, image_size=32), device="cpu", progress=False)
     torch.save({k: v.detach().clone() for k, v in run.model.state_dict().items()}, f"{out_dir}/rank{rank}.pt")
 
 

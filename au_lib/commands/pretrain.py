@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "pre-train MCM (multimodal channel-mixing MAE); resumable, DDP under torchrun"
-
 
 def _int_list(text: str) -> tuple[int, ...]:
     try:
@@ -25,8 +23,7 @@ def _int_list(text: str) -> tuple[int, ...]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default="synthau",
                         help="synthau | bp4dplus | bp4d | disfa | random (pre-training pool; default synthau)")
-    parser.add_argument("--profile", default=None, help="smoke|cpu|paper (default: $AU_PROFILE or cpu)")
-    parser.add_argument("--out", default=None, help="run folder (default <repo>/.cache/mcm/<profile>)")
+    parser.add_argument("--out", default=None, help="run folder (default <cache>/mcm/<profile>)")
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=None, help="per process and micro-step")
     parser.add_argument("--accum-iter", type=int, default=None, help="gradient accumulation steps")
@@ -42,19 +39,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-samples", type=int, default=None, help="size of a synthetic pool")
     parser.add_argument("--num-workers", type=int, default=None)
     parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: CUDA if available)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
-    parser.add_argument("--no-amp", action="store_true", help="disable bf16 autocast on CUDA")
-    parser.add_argument("--no-resume", action="store_true", help="start over even if OUT/last.pt exists")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--amp", choices=("auto", "bf16", "fp16", "off"), default=None,
+                        help="mixed precision: auto = bf16 on CUDA, fp32 on CPU (the profile's default); "
+                             "bf16 also on CPU; fp16 with a grad scaler (CUDA); off = fp32")
+    parser.add_argument("--no-amp", dest="amp", action="store_const", const="off", help=argparse.SUPPRESS)
+    parser.add_argument("--restart", action="store_true", help="start over even if OUT/last.pt exists")
+    parser.add_argument("--no-resume", dest="restart", action="store_true", help=argparse.SUPPRESS)  # former name
 
 
 def run(args: argparse.Namespace) -> int:
-    from au_lib.profiles import check_profile, current_profile
-    from au_lib.train.common import cleanup_distributed, init_distributed, log0
+    from au_lib.train.engine import distributed, log0
     from au_lib.train.pretrain import resolve_config, run_pretraining
 
-    profile = check_profile(args.profile) if args.profile else current_profile()
+    profile = args.profile
     over = dict(epochs=args.epochs, batch_size=args.batch_size, accum_iter=args.accum_iter, blr=args.blr,
                 lr=args.lr, warmup_epochs=args.warmup_epochs, save_every=args.save_every,
                 num_samples=args.num_samples, num_workers=args.num_workers, seed=args.seed)
@@ -62,8 +60,8 @@ def run(args: argparse.Namespace) -> int:
         over["save_epochs"] = _int_list(args.save_epochs)
     if args.compile:
         over["compile"] = True
-    if args.no_amp:
-        over["amp"] = False
+    if args.amp is not None:
+        over["amp"] = {"auto": True, "off": False}.get(args.amp, args.amp)
     if args.mask_ratio is not None:
         over["mask_ratio"] = args.mask_ratio
     if args.norm_pix_loss:
@@ -73,14 +71,11 @@ def run(args: argparse.Namespace) -> int:
     if args.lr is None:
         over.pop("lr")
     cfg = resolve_config(profile, **over)
-    info = init_distributed()
-    try:
+    with distributed() as info:
         res = run_pretraining(cfg, args.data, args.out, profile=profile, device=args.device,
-                              show_progress=not args.no_progress, resume=not args.no_resume)
+                              show_progress=not args.no_progress, resume=not args.restart)
         m = res["metrics"]
         log0(f"done: {res['extra']['epochs_done']} epochs, loss {m['loss']:.4f} "
              f"(rgb {m['loss_rgb']:.4f}, depth {m['loss_depth']:.4f}, thermal {m['loss_thermal']:.4f}); "
              f"{res['path']} [{info.world_size} process(es)]")
-    finally:
-        cleanup_distributed()
     return 0

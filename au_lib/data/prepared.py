@@ -23,6 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
+from au_lib.cache import cache_root  # noqa: F401  (re-exported: the package's one cache folder)
 from au_lib.profiles import pick
 
 
@@ -40,11 +41,6 @@ REAL_PROFILES: dict[str, RealDataConfig] = {
     "cpu": RealDataConfig(image_size=112, frame_stride=5, max_subjects=None),
     "paper": RealDataConfig(image_size=224, frame_stride=1, max_subjects=None),
 }
-
-
-def cache_root() -> Path:
-    """``$AU_CACHE`` or ``<repo>/.cache``."""
-    return Path(os.environ.get("AU_CACHE", Path(__file__).resolve().parents[2] / ".cache"))
 
 
 def resolve_prepared(dataset: str, prepared: str | os.PathLike | None, root: str | os.PathLike | None) -> Path:

@@ -22,7 +22,7 @@ short run: checkpoint epoch ``e`` of ``E`` is drawn at ``paper_epoch = 100 * e /
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -33,7 +33,6 @@ from au_lib.experiments.protocol import PROTOCOL_PROFILES, ProtocolSettings
 from au_lib.experiments.sweep import Checkpoint, Point, Run
 from au_lib.models.mcm import MCMConfig
 from au_lib.profiles import pick
-from au_lib.provenance import REPO_ROOT
 from au_lib.train.finetune import TrainConfig
 from au_lib.train.pretrain import PRETRAIN_PROFILES, PretrainConfig
 
@@ -231,13 +230,16 @@ def select(results: dict[str, dict], sweep: str, points: Sequence[Point]) -> lis
 # ------------------------------------------------------------------------- the real callables
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("AU_CACHE") or REPO_ROOT / ".cache")
+    """The package's cache folder (:func:`au_lib.cache.cache_root`)."""
+    from au_lib.cache import cache_root
+
+    return cache_root()
 
 
 def _initial_checkpoint(cfg: PretrainConfig, path: Path) -> None:
     """Epoch 0: the weights :func:`au_lib.train.pretrain.pretrain` starts from (same seed, same draw)."""
     from au_lib.models.mcm import MCM
-    from au_lib.train.common import save_checkpoint
+    from au_lib.train.engine import save_checkpoint
 
     if path.exists():
         return
@@ -276,7 +278,7 @@ class MCMPretrain:
         self.profile, self.device, self.progress, self.dataset = profile, device, progress, dataset
 
     def __call__(self, run: Run, work: Path) -> dict[int, Checkpoint]:
-        from au_lib.train.common import JsonlLogger
+        from au_lib.train.engine import JsonlLogger
         from au_lib.train.pretrain import pretrain
 
         cfg = PretrainConfig.from_dict(run.config["pretrain"])
@@ -317,7 +319,7 @@ def heldout_reconstruction(checkpoint: Path, x5: torch.Tensor, mask_ratio: float
     """Mean pixel MSE (units of [0,1] intensities) of a checkpoint's reconstructions per modality on
     ``x5`` (N,5,H,W), with subsets drawn uniformly and masks at ``mask_ratio`` from ``seed`` (so every
     checkpoint is judged on the same task, whatever ratio it was trained with)."""
-    from au_lib.models.mcm import reconstruction_errors
+    from au_lib.experiments.reconstruction import reconstruction_errors
     from au_lib.ops.masking import random_masking, sample_subsets
     from au_lib.train.pretrain import load_pretrained_mcm
 
@@ -350,7 +352,8 @@ def probe_protocol(checkpoint: str | Path, dataset: str, dataset_options: dict, 
     :func:`~au_lib.experiments.protocol.aggregate`. Returns ``(metrics, extra)``.
     """
     from au_lib.data.registry import dataset_folds
-    from au_lib.experiments.protocol import Method, aggregate, load_table, run_fold
+    from au_lib.experiments.methods import Method
+    from au_lib.experiments.protocol import aggregate, load_table, run_fold
     from au_lib.models.heads import SubsetFusion
     from au_lib.models.mcm import load_pretrained_encoder
     from au_lib.train.finetune import extract_features
@@ -427,10 +430,11 @@ class MCMEvaluate:
 
 
 def default_dirs(profile: str) -> tuple[Path, Path]:
-    """``(results_dir, work_dir)``: ``book/results/ablations/<profile>`` for ``cpu`` (the committed
-    files the chapter reads) and ``<cache>/ablations/results/<profile>`` otherwise; work under
-    ``<cache>/ablations/work/<profile>``."""
-    res = (REPO_ROOT / "book" / "results" / "ablations" / profile if profile == "cpu"
+    """``(results_dir, work_dir)``: ``$AU_RESULTS/ablations/<profile>`` when ``$AU_RESULTS`` is set
+    for the ``cpu`` profile (the book's build points it at its committed ``book/results``), else
+    ``<cache>/ablations/results/<profile>``; work under ``<cache>/ablations/work/<profile>``."""
+    committed = os.environ.get("AU_RESULTS", "").strip()
+    res = (Path(committed).expanduser() / "ablations" / profile if committed and profile == "cpu"
            else cache_dir() / "ablations" / "results" / profile)
     return res, cache_dir() / "ablations" / "work" / profile
 

@@ -14,32 +14,25 @@ Public code often picks the epoch and the threshold *on the test fold*. So that 
 shown, each fold also records that optimistic number (best epoch and per-AU thresholds chosen on the
 test labels), always under the key ``test_tuned``; nothing in steps 1-4 depends on it.
 
-Methods (:class:`Method`, parsed from strings):
-
-- ``probe:<extractor>``: BatchNorm + Linear on frozen features, extracted once per dataset and cached.
-  Extractors: ``pixels`` (8x8 average-pooled pixels, no learning), ``random-vit`` (a frozen random ViT),
-  ``mcm`` (the pre-trained MCM encoder), ``tcae-au`` / ``tcae-pose`` (TCAE's two 256-d embeddings).
-- ``scratch:resnet18`` / ``scratch:vit``: supervised baselines from random initialisation.
-- ``finetune:mcm`` / ``finetune:mcm:fusion``: the MCM encoder fine-tuned on RGB, or on the fused
-  modalities (the mean of the encoder's features over a set of channel-mixing subsets).
+The methods (``probe:mcm``, ``scratch:vit``, ``finetune:mcm:fusion``...) are parsed and built in
+:mod:`au_lib.experiments.methods`; results are read with :mod:`au_lib.experiments.analysis`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import shutil
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
 from au_lib.data.folds import Fold, validation_split
+from au_lib.experiments.methods import Method, checkpoint_sha, make_extractor, make_network
 from au_lib.metrics import choose_thresholds, class_weights, f1_per_au
 from au_lib.profiles import current_profile, pick
-from au_lib.provenance import REPO_ROOT
 from au_lib.train.finetune import FrameTable, TrainConfig, extract_features, fit, materialize, predict
 
 
@@ -89,144 +82,6 @@ PROTOCOL_PROFILES: dict[str, ProtocolSettings] = {
 def protocol_settings(profile: str | None = None, **overrides) -> ProtocolSettings:
     """The protocol row of ``profile`` (default ``$AU_PROFILE``) with field overrides."""
     return pick(PROTOCOL_PROFILES, profile, **overrides)
-
-
-# --------------------------------------------------------------------------------------------
-# Methods
-# --------------------------------------------------------------------------------------------
-
-EXTRACTORS = ("pixels", "random-vit", "mcm", "tcae-au", "tcae-pose")
-BACKBONES = ("resnet18", "vit", "mcm")
-
-
-@dataclass(frozen=True)
-class Method:
-    """What is trained: ``kind`` ``probe`` | ``scratch`` | ``finetune``; ``backbone`` an extractor
-    (probes) or a network; ``modality`` ``rgb`` | ``fusion``; ``checkpoint`` for pre-trained weights."""
-
-    kind: str
-    backbone: str
-    modality: str = "rgb"
-    checkpoint: str | None = None
-
-    @classmethod
-    def parse(cls, text: str, checkpoint: str | None = None) -> "Method":
-        """``"probe:tcae-au"``, ``"scratch:resnet18"``, ``"finetune:mcm:fusion"`` -> Method.
-
-        Raises:
-            ValueError: naming the bad part.
-        """
-        parts = text.strip().lower().split(":")
-        if len(parts) not in (2, 3) or parts[0] not in ("probe", "scratch", "finetune"):
-            raise ValueError(f"method {text!r}: expected probe:<extractor>, scratch:<resnet18|vit> or "
-                             f"finetune:mcm[:rgb|fusion]")
-        kind, backbone = parts[0], parts[1]
-        modality = parts[2] if len(parts) == 3 else "rgb"
-        if kind == "probe" and backbone not in EXTRACTORS:
-            raise ValueError(f"method {text!r}: unknown extractor {backbone!r}; choose from {', '.join(EXTRACTORS)}")
-        if kind == "scratch" and backbone not in ("resnet18", "vit"):
-            raise ValueError(f"method {text!r}: scratch baselines are resnet18 and vit")
-        if kind == "finetune" and backbone != "mcm":
-            raise ValueError(f"method {text!r}: only the MCM encoder is fine-tuned (finetune:mcm)")
-        if modality not in ("rgb", "fusion"):
-            raise ValueError(f"method {text!r}: modality must be rgb or fusion")
-        if modality == "fusion" and kind != "finetune":
-            raise ValueError(f"method {text!r}: fusion applies to finetune:mcm only")
-        if backbone in ("mcm", "tcae-au", "tcae-pose") and checkpoint is None:
-            raise ValueError(f"method {text!r} needs a pre-trained checkpoint (--checkpoint)")
-        return cls(kind, backbone, modality, None if checkpoint is None else str(checkpoint))
-
-    @property
-    def name(self) -> str:
-        return f"{self.kind}:{self.backbone}" + (":fusion" if self.modality == "fusion" else "")
-
-    @property
-    def modalities(self) -> tuple[str, ...]:
-        return ("rgb", "depth", "thermal") if self.modality == "fusion" else ("rgb",)
-
-
-class _Pixels(nn.Module):
-    """No-learning reference features: ``(B,C,H,W) -> (B, C*64)`` 8x8 average-pooled pixels."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return nn.functional.adaptive_avg_pool2d(x, 8).flatten(1)
-
-
-def _checkpoint_sha(path: str | None) -> str | None:
-    if path is None:
-        return None
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"checkpoint not found: {p}")
-    return hashlib.sha256(p.read_bytes()).hexdigest()[:16]
-
-
-def make_extractor(name: str, *, image_size: int, checkpoint: str | None = None, seed: int = 0,
-                   profile: str | None = None) -> nn.Module:
-    """A frozen feature extractor ``(B,3,H,W) -> (B,D)`` by name (see :data:`EXTRACTORS`)."""
-    if name == "pixels":
-        return _Pixels()
-    if name == "random-vit":
-        from au_lib.models.baselines import create_baseline
-
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)  # timm initialises from the global RNG; fork keeps it untouched
-            return create_baseline("vit", image_size, profile=profile).eval()
-    if name == "mcm":
-        from au_lib.models.mcm import load_pretrained_encoder
-
-        enc = load_pretrained_encoder(checkpoint).eval()
-        return _Features(enc.forward_features, keep=enc, size=enc.cfg.img_size)
-    if name in ("tcae-au", "tcae-pose"):
-        from au_lib.models.tcae import load_tcae
-
-        model = load_tcae(checkpoint)
-        which = 0 if name == "tcae-au" else 1
-        return _Features(lambda x: model.encode(x)[which], keep=model, size=model.cfg.image_size)
-    raise KeyError(f"unknown extractor {name!r}; choose from {', '.join(EXTRACTORS)}")
-
-
-class _Features(nn.Module):
-    """Wrap ``fn: (B,3,S,S) -> (B,D)``; inputs of another size are resized (bilinear) to ``size``."""
-
-    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], keep: nn.Module | None = None,
-                 size: int | None = None):
-        super().__init__()
-        self.fn = fn
-        self.keep = keep
-        self.size = size
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.size is not None and x.shape[-1] != self.size:
-            x = nn.functional.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False,
-                                          antialias=True)
-        return self.fn(x)
-
-
-def make_network(method: Method, num_aus: int, settings: ProtocolSettings, profile: str | None = None,
-                 seed: int = 0) -> nn.Module:
-    """The trainable classifier of a ``scratch`` or ``finetune`` method: encoder + multi-label head."""
-    from au_lib.models.heads import EncoderClassifier
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)  # model init from a seed, without touching the caller's global RNG
-        if method.kind == "scratch":
-            from au_lib.models.baselines import create_baseline
-
-            enc = create_baseline(method.backbone, settings.image_size, drop_path=settings.drop_path, profile=profile)
-            return EncoderClassifier(enc, enc.num_features, num_aus)
-        from au_lib.models import mcm
-
-        enc = mcm.load_pretrained_encoder(method.checkpoint, drop_path=settings.drop_path)
-        if enc.cfg.img_size != settings.image_size:
-            raise ValueError(f"{method.checkpoint}: MCM encoder takes {enc.cfg.img_size}px images but the protocol "
-                             f"uses {settings.image_size}px; use a checkpoint of the same profile")
-        dim = int(enc.embed_dim)
-        if method.modality == "fusion":
-            from au_lib.models.heads import SubsetFusion
-
-            enc = SubsetFusion(enc, settings.fusion_subsets or None, seed=seed)
-        return EncoderClassifier(enc, dim, num_aus)
 
 
 # --------------------------------------------------------------------------------------------
@@ -357,10 +212,10 @@ def run_fold(table: FrameTable, fold: Fold, method: Method, settings: ProtocolSe
 # --------------------------------------------------------------------------------------------
 
 def cache_dir() -> Path:
-    """``$AU_CACHE`` or ``<repo>/.cache``."""
-    import os
+    """The package's cache folder (:func:`au_lib.cache.cache_root`)."""
+    from au_lib.cache import cache_root
 
-    return Path(os.environ.get("AU_CACHE") or REPO_ROOT / ".cache")
+    return cache_root()
 
 
 def subsample(table: FrameTable, per_subject: int | None) -> FrameTable:
@@ -466,7 +321,7 @@ def run_protocol(method: Method | str, dataset: str = "synthau", dataset_options
     device = torch.device(device) if device is not None else choose_device()
     folds = list(folds) if folds is not None else list(dataset_folds(dataset, profile=profile, **dataset_options))
     _, fingerprint = open_for_protocol(dataset, dataset_options, m.modalities, settings.image_size, profile)
-    config = {"task": "au-detection", "method": m.name, "checkpoint_sha": _checkpoint_sha(m.checkpoint),
+    config = {"task": "au-detection", "method": m.name, "checkpoint_sha": checkpoint_sha(m.checkpoint),
               "dataset": dataset, "dataset_options": dataset_options, "data": fingerprint, "profile": profile,
               "settings": asdict(settings), "folds": [asdict(f) for f in folds]}
     path = Path(out) if out is not None else result_path(dataset, dataset_options, m, profile)
@@ -527,7 +382,7 @@ def probe_features(table: FrameTable, method: Method, settings: ProtocolSettings
     from au_lib.provenance import atomic_torch_save
     from au_lib.results import config_key
 
-    key = config_key({"extractor": method.backbone, "ckpt": _checkpoint_sha(method.checkpoint), "seed": seed,
+    key = config_key({"extractor": method.backbone, "ckpt": checkpoint_sha(method.checkpoint), "seed": seed,
                       "n": len(table), "x": float(table.x[:, :3].double().sum()), "size": settings.image_size,
                       "profile": profile})
     path = cache_dir() / "detection" / "features" / f"{method.backbone}-{key}.pt"
@@ -539,149 +394,3 @@ def probe_features(table: FrameTable, method: Method, settings: ProtocolSettings
     if cache:
         atomic_torch_save(feats, path)
     return feats
-
-
-def load_predictions(result: dict) -> dict[str, np.ndarray]:
-    """The test-fold predictions stored beside a result file (``rows``, ``scores``, ``fold``, ``seed``)."""
-    path = Path(result["path"]).with_suffix(".preds.npz")
-    with np.load(path) as z:
-        return {k: z[k] for k in z.files}
-
-
-def results_table(results: dict[str, dict], which: str = "honest", percent: bool = True):
-    """A pandas DataFrame in the papers' layout: one row per method, one column per AU, then Avg."""
-    import pandas as pd
-
-    rows = {}
-    for name, res in results.items():
-        met = res["metrics"]
-        block = met.get(which)
-        if block is None:
-            continue
-        scale = 100.0 if percent else 1.0
-        row = {f"AU{a}": (np.nan if v is None else v * scale) for a, v in zip(met["aus"], block["per_au"])}
-        row["Avg"] = block["mean"] * scale
-        rows[name] = row
-    return pd.DataFrame.from_dict(rows, orient="index")
-
-
-# --------------------------------------------------------------------------------------------
-# Per-AU analysis
-# --------------------------------------------------------------------------------------------
-
-def au_difficulty(table: FrameTable, result: dict, which: str = "honest"):
-    """Per-AU F1 beside the properties that make an AU hard, as a pandas DataFrame (one row per AU).
-
-    Columns: ``f1`` (%), ``occurrence`` (fraction of known frames where present), ``intensity``
-    (mean FACS intensity when present; NaN if the dataset has none), ``evidence`` (how much of the
-    face the AU visibly changes, and how strongly: the mean absolute pixel difference, in 1/255
-    units, between a subject's average frame with and without the AU, minus the same statistic with
-    the AU's labels shuffled within the subject, the noise floor of small averages), ``partner`` and
-    ``partner_cooc`` (the AU most often present with it and ``P(partner | AU)``), ``region``.
-    """
-    import pandas as pd
-
-    from au_lib.facs import FACS
-    from au_lib.metrics import occurrence_rates
-
-    lab = table.au.numpy()
-    aus = table.aus
-    met = result["metrics"][which]
-    occ = occurrence_rates(lab)
-    rows = []
-    subjects = list(dict.fromkeys(table.subject.tolist()))
-    x = table.x[:, :3]
-    for i, a in enumerate(aus):
-        pos = lab[:, i] == 1
-        inten = float("nan")
-        if table.au_intensity is not None and pos.any():
-            v = table.au_intensity[pos, i].numpy()
-            v = v[v >= 0]
-            inten = float(v.mean()) if v.size else float("nan")
-        diffs = []
-        rng = np.random.default_rng(i)
-        for s in subjects:
-            rows_s = np.flatnonzero((table.subject == s) & (lab[:, i] >= 0))
-            p = lab[rows_s, i] == 1
-            if 0 < p.sum() < len(p):
-                gap = lambda q: float((x[rows_s[q]].mean(0) - x[rows_s[~q]].mean(0)).abs().mean()) * 255  # noqa: E731
-                diffs.append(gap(p) - gap(rng.permutation(p)))
-        co = [((lab[:, j] == 1) & pos).sum() / max(1, pos.sum()) if j != i else -1 for j in range(len(aus))]
-        j = int(np.argmax(co))
-        rows.append({"AU": f"AU{a}", "f1": 100 * (met["per_au"][i] if met["per_au"][i] is not None else np.nan),
-                     "occurrence": float(occ[i]), "intensity": inten,
-                     "evidence": float(np.mean(diffs)) if diffs else float("nan"),
-                     "partner": f"AU{aus[j]}", "partner_cooc": float(co[j]),
-                     "region": FACS[a].region if a in FACS else "?"})
-    return pd.DataFrame(rows).set_index("AU")
-
-
-def error_examples(table: FrameTable, result: dict, au: int, kind: str = "fp", n: int = 4,
-                   seed: int | None = None) -> list[int]:
-    """Row indices of ``table`` that the stored test predictions got wrong for AU ``au``.
-
-    ``kind`` ``"fp"`` (predicted present, labelled absent) or ``"fn"``; uses each fold's validation
-    thresholds; the most confident mistakes first.
-    """
-    if kind not in ("fp", "fn"):
-        raise ValueError(f"kind must be 'fp' or 'fn', got {kind!r}")
-    if au not in table.aus:
-        raise KeyError(f"AU{au} is not among this dataset's AUs {table.aus}")
-    i = table.aus.index(au)
-    preds = load_predictions(result)
-    runs = result["metrics"]["runs"]
-    s0 = runs[0]["seed"] if seed is None else seed
-    thr = {(r["seed"], r["fold"]): r["thresholds"][i] for r in runs}
-    keep = preds["seed"] == s0
-    rows, sc, fold = preds["rows"][keep], preds["scores"][keep, i], preds["fold"][keep]
-    t = np.array([thr[(s0, int(f))] for f in fold])
-    y = table.au[rows, i].numpy()
-    if kind == "fp":
-        wrong = (sc >= t) & (y == 0)
-        order = np.argsort(-(sc - t)[wrong])
-    else:
-        wrong = (sc < t) & (y == 1)
-        order = np.argsort((sc - t)[wrong])
-    return rows[wrong][order][:n].tolist()
-
-
-# --------------------------------------------------------------------------------------------
-# Pre-trained models for the chapters (reuse a finished run, else train one)
-# --------------------------------------------------------------------------------------------
-
-def pretrained_mcm(profile: str | None = None, progress: bool = False) -> tuple[Path, dict]:
-    """The MCM encoder checkpoint of ``profile`` and its run summary (a result dict).
-
-    Reuses the run in ``<cache>/mcm/<profile>`` (the MCM chapter's) when finished; otherwise
-    pre-trains it with :func:`au_lib.train.pretrain.run_pretraining`, which resumes a partial run.
-    """
-    from au_lib.train.pretrain import resolve_config, run_pretraining
-
-    profile = profile or current_profile()
-    run = run_pretraining(resolve_config(profile), "synthau", cache_dir() / "mcm" / profile, profile=profile,
-                          show_progress=progress)
-    return Path(run["path"]).parent / run["extra"]["checkpoint"], run
-
-
-def pretrained_tcae(profile: str | None = None, progress: bool = False) -> tuple[Path, dict]:
-    """A trained TCAE checkpoint for ``profile`` and a description of where it came from.
-
-    Reuses ``<cache>/tcae/synthau_<profile>/last.pt`` (the TCAE chapter's run) when it has finished
-    its steps; otherwise trains :func:`au_lib.train.tcae.train_config` ``(profile)`` into
-    ``<cache>/detection/tcae/<profile>`` (resumable).
-    """
-    import json
-
-    from au_lib.train.tcae import train_config, train_tcae
-
-    profile = profile or current_profile()
-    shared = cache_dir() / "tcae" / f"synthau_{profile}"
-    if (shared / "last.pt").exists() and (shared / "config.json").exists():
-        cfg = json.loads((shared / "config.json").read_text()).get("train_config", {})
-        state = torch.load(shared / "last.pt", map_location="cpu", weights_only=False)
-        if int(state.get("step", -1)) >= int(cfg.get("steps", 1 << 60)):
-            return shared / "last.pt", {"run_dir": str(shared), "steps": int(state["step"]), "reused": True}
-    run_dir = cache_dir() / "detection" / "tcae" / profile
-    run = train_tcae(train_config(profile), run_dir, data="synthau", progress=progress, profile=profile)
-    return run_dir / "last.pt", {"run_dir": str(run_dir), "steps": run.step, "reused": False,
-                                 "wall_time_s": run.wall_time_s}

@@ -19,7 +19,7 @@ Spreading a sweep over several processes (one GPU each):
 
 - static: ``shard=(i, n)`` gives process ``i`` the points ``i, i+n, i+2n, ...``;
 - dynamic: start the same command several times; each point is claimed with a non-blocking file
-  lock (``fcntl.flock``), a point held by another process is deferred and picked up (or read) later,
+  lock (``filelock``), a point held by another process is deferred and picked up (or read) later,
   and a run is pre-trained by one process at a time (blocking lock on the run folder) while the
   others wait and then find its checkpoints finished.
 """
@@ -167,27 +167,21 @@ def result_path(results_dir: str | os.PathLike, point: Point) -> Path:
 
 @contextlib.contextmanager
 def file_lock(path: Path, blocking: bool = True) -> Iterator[bool]:
-    """An exclusive ``flock`` on ``path`` (created if needed). Yields True when held, False when
-    ``blocking=False`` and another process holds it. A no-op (always True) where ``fcntl`` is missing."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows: no cross-process locking
-        yield True
-        return
+    """An exclusive cross-process lock on ``path`` (``filelock.FileLock``; created if needed). Yields
+    True when held, False when ``blocking=False`` and another process holds it."""
+    from filelock import FileLock, Timeout
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    lock = FileLock(str(path))
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+        lock.acquire(timeout=-1 if blocking else 0)
+    except Timeout:
+        yield False
+        return
+    try:
+        yield True
     finally:
-        os.close(fd)
+        lock.release()
 
 
 def _stored(path: Path, config: dict, report: SweepReport | None = None) -> dict | None:
@@ -295,7 +289,7 @@ def run_sweep(points: Sequence[Point], results_dir: str | os.PathLike, work_dir:
         report.results[p.name] = hit
         report.by_others.append(p.name)
 
-    from au_lib.train.common import progress as progress_bar
+    from au_lib.train.engine import progress as progress_bar
 
     deferred: list[Point] = []
     bar = progress_bar(total=len(todo), desc="sweep points", enabled=progress and bool(todo))

@@ -27,14 +27,6 @@ class ViTSize:
     mlp_ratio: float = 4.0
 
 
-VIT_PROFILES: dict[str, ViTSize] = {
-    # used only when au_lib.models.mcm is absent; otherwise the MCM encoder's own size is used
-    "smoke": ViTSize(image_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2),
-    "cpu": ViTSize(image_size=64, patch_size=8, embed_dim=96, depth=4, num_heads=3),
-    "paper": ViTSize(image_size=224, patch_size=16, embed_dim=768, depth=12, num_heads=12),
-}
-
-
 class TimmEncoder(nn.Module):
     """A timm backbone with its classifier removed; ``forward_features(x) -> (B, num_features)``.
 
@@ -60,28 +52,17 @@ class TimmEncoder(nn.Module):
 
         groups = param_groups_layer_decay(self.model, weight_decay=weight_decay, layer_decay=layer_decay)
         for g in groups:
-            g["lr"] = lr * g.get("lr_scale", 1.0)
+            g["lr"] = lr * g["lr_scale"]
         return groups
 
 
 def vit_size(profile: str | None = None) -> ViTSize:
-    """The MCM encoder's size for ``profile`` when :mod:`au_lib.models.mcm` is present, else ours."""
-    try:
-        from au_lib.models import mcm  # noqa: PLC0415
-    except ImportError:
-        return pick(VIT_PROFILES, profile)
-    table = getattr(mcm, "MCM_PROFILES", None)
-    if table is None:
-        return pick(VIT_PROFILES, profile)
-    cfg = pick(table, profile)
-    get = lambda *names, default=None: next((getattr(cfg, n) for n in names if hasattr(cfg, n)), default)  # noqa: E731
-    fallback = pick(VIT_PROFILES, profile)
-    return ViTSize(image_size=int(get("image_size", "img_size", default=fallback.image_size)),
-                   patch_size=int(get("patch_size", default=fallback.patch_size)),
-                   embed_dim=int(get("embed_dim", "encoder_dim", default=fallback.embed_dim)),
-                   depth=int(get("depth", "encoder_depth", default=fallback.depth)),
-                   num_heads=int(get("num_heads", "encoder_heads", default=fallback.num_heads)),
-                   mlp_ratio=float(get("mlp_ratio", default=fallback.mlp_ratio)))
+    """The MCM encoder's size for ``profile`` (so the supervised ViT is the pre-trained one's twin)."""
+    from au_lib.models.mcm import MCM_PROFILES
+
+    cfg = pick(MCM_PROFILES, profile)
+    return ViTSize(image_size=cfg.img_size, patch_size=cfg.patch_size, embed_dim=cfg.embed_dim, depth=cfg.depth,
+                   num_heads=cfg.num_heads, mlp_ratio=float(cfg.mlp_ratio))
 
 
 def create_baseline(name: str, image_size: int, drop_path: float = 0.0, in_chans: int = 3,

@@ -12,15 +12,11 @@
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
 import torch.nn.functional as F
-
-FeatureExtractor = Callable[[torch.Tensor], torch.Tensor]
-"""A callable ``(B, C, H, W) -> (B, D)``: the representation a classifier is trained on."""
-
 
 class LinearProbe(nn.Module):
     """``BatchNorm1d(dim) -> Linear(dim, num_aus)`` on a (frozen) pooled embedding.
@@ -68,9 +64,8 @@ class EncoderClassifier(nn.Module):
     """An encoder with ``forward_features(x) -> (B, D)`` followed by a multi-label head.
 
     ``forward(x)`` returns ``(B, A)`` logits; ``features(x)`` the ``(B, D)`` embedding.
-    ``param_groups(lr, weight_decay, layer_decay)`` delegates to the encoder's layer-decay helper
-    when it has one (``encoder.param_groups``/``layer_decay_groups``), else gives two groups
-    (with and without weight decay); the head always gets the full learning rate.
+    ``param_groups(lr, weight_decay, layer_decay)``: the encoder's groups from :func:`param_groups`
+    (layer decay when it has it); the head always gets the full learning rate.
     """
 
     def __init__(self, encoder: nn.Module, dim: int, num_aus: int, dropout: float = 0.0,
@@ -92,46 +87,32 @@ class EncoderClassifier(nn.Module):
         return self.head(self.features(x))
 
     def param_groups(self, lr: float, weight_decay: float, layer_decay: float = 1.0) -> list[dict]:
-        enc_groups = None
-        for name in ("param_groups", "layer_decay_groups", "param_groups_lrd"):
-            fn = getattr(self.encoder, name, None)
-            if callable(fn):
-                enc_groups = _call_groups(fn, lr, weight_decay, layer_decay)
-                break
-        if enc_groups is None:
-            enc_groups = decay_groups(self.encoder, lr, weight_decay)
-        return list(enc_groups) + decay_groups(self.head, lr, weight_decay)
+        """The encoder's groups (layer decay when it has them) and the head's at the full ``lr``."""
+        return param_groups(self.encoder, lr, weight_decay, layer_decay) + param_groups(self.head, lr, weight_decay)
 
 
-def _call_groups(fn, lr, weight_decay, layer_decay) -> list[dict]:
-    import inspect
+def param_groups(module: nn.Module, lr: float, weight_decay: float, layer_decay: float = 1.0) -> list[dict]:
+    """AdamW parameter groups of ``module``, each with its ``lr`` (``lr * lr_scale``).
 
-    params = inspect.signature(fn).parameters
-    kw = {}
-    for key, val in (("lr", lr), ("base_lr", lr), ("weight_decay", weight_decay), ("layer_decay", layer_decay)):
-        if key in params:
-            kw[key] = val
-    groups = list(fn(**kw))
-    for g in groups:  # a helper may return lr_scale instead of lr
-        if "lr" not in g:
-            g["lr"] = lr * g.get("lr_scale", 1.0)
+    - a module with its own ``param_groups(lr, weight_decay, layer_decay)`` (a wrapper such as
+      :class:`EncoderClassifier`) decides for its parts;
+    - a module with ``param_groups_lrd`` (the MCM encoder: timm's ``param_groups_layer_decay`` over
+      its ``group_matcher``) gets MAE's layer-wise lr decay;
+    - anything else gets timm's ``param_groups_weight_decay`` (no decay for biases and 1-D
+      parameters) at the full ``lr``.
+    """
+    own = getattr(module, "param_groups", None)
+    if callable(own):
+        return own(lr, weight_decay, layer_decay)
+    if hasattr(module, "param_groups_lrd"):
+        groups = module.param_groups_lrd(weight_decay, layer_decay)
+    else:
+        from timm.optim import param_groups_weight_decay
+
+        groups = param_groups_weight_decay(module, weight_decay)
+    for g in groups:
+        g["lr"] = lr * g.get("lr_scale", 1.0)
     return groups
-
-
-def decay_groups(module: nn.Module, lr: float, weight_decay: float) -> list[dict]:
-    """Two AdamW groups: weights with decay; biases, norms and 1-d params (tokens, scales) without."""
-    decay, no_decay = [], []
-    for name, p in module.named_parameters():
-        if not p.requires_grad:
-            continue
-        (no_decay if p.ndim <= 1 or name.endswith(".bias") or "token" in name or "pos_embed" in name
-         else decay).append(p)
-    out = []
-    if decay:
-        out.append({"params": decay, "lr": lr, "weight_decay": weight_decay})
-    if no_decay:
-        out.append({"params": no_decay, "lr": lr, "weight_decay": 0.0})
-    return out
 
 
 def masked_bce_loss(logits: torch.Tensor, labels: torch.Tensor,
@@ -171,27 +152,24 @@ class SubsetFusion(nn.Module):
     - In evaluation mode the features are averaged over *all* ``subsets`` (deterministic).
 
     ``subsets``: names such as ``"RGB"``, ``"RDT"`` (default: all 10 of :data:`au_lib.ops.masking.SUBSETS`).
-    The encoder is called as ``encoder.forward_features(img, subset=idx)`` when it takes a subset
-    (the MCM encoder adds a learned subset embedding), else ``encoder.forward_features(img)``.
+    The encoder is called as ``encoder.forward_features(img, subset=idx)`` (the MCM encoder adds a
+    learned subset embedding when its config has one).
     ``subsets=("RGB",)`` reduces to the RGB-only encoder.
     """
 
     def __init__(self, encoder: nn.Module, subsets: Sequence[str] | None = None, seed: int = 0):
         super().__init__()
-        import inspect
-
         from au_lib.ops.masking import SUBSETS, subset_index
 
         self.encoder = encoder
         self.subsets = [subset_index(s) for s in subsets] if subsets else list(range(len(SUBSETS)))
         self.generator = torch.Generator().manual_seed(int(seed))
-        self._takes_subset = "subset" in inspect.signature(encoder.forward_features).parameters
 
     def _encode(self, x5: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         from au_lib.ops.masking import channel_mix
 
         img = channel_mix(x5, idx)
-        return self.encoder.forward_features(img, subset=idx) if self._takes_subset else self.encoder.forward_features(img)
+        return self.encoder.forward_features(img, subset=idx)
 
     def forward_features(self, x5: torch.Tensor) -> torch.Tensor:
         if x5.ndim != 4 or x5.shape[1] != 5:
@@ -205,8 +183,5 @@ class SubsetFusion(nn.Module):
         return torch.stack(feats).mean(0)
 
     def param_groups(self, lr: float, weight_decay: float, layer_decay: float = 1.0) -> list[dict]:
-        for name in ("param_groups", "layer_decay_groups", "param_groups_lrd"):
-            fn = getattr(self.encoder, name, None)
-            if callable(fn):
-                return _call_groups(fn, lr, weight_decay, layer_decay)
-        return decay_groups(self.encoder, lr, weight_decay)
+        """The encoder's groups (:func:`param_groups`)."""
+        return param_groups(self.encoder, lr, weight_decay, layer_decay)

@@ -231,37 +231,22 @@ class MCMEncoder(nn.Module):
 
     forward = forward_features
 
-    def param_groups_lrd(self, weight_decay: float = 0.05, layer_decay: float = 0.75,
-                         extra: nn.Module | None = None) -> list[dict]:
-        """AdamW parameter groups with MAE's layer-wise lr decay.
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """timm's layer grouping as MAE's ``param_groups_lrd``: embeddings (layer 0), block ``i``
+        (``i + 1``), the final norm on a layer of its own (``depth + 1``, full lr). (timm's ViT folds its
+        norm into the last block instead, which shifts every block's decay by one power.)"""
+        return {"stem": r"^cls_token|^pos_embed|^patch_embed|^subset_embed",
+                "blocks": [(r"^blocks\.(\d+)", None)], "norm": r"^norm"}
 
-        Layer id 0: patch/cls/pos/subset embeddings; block i: i+1; ``norm`` and parameters of ``extra``
-        (e.g. the classifier head): ``num_layers``. Each group has ``lr_scale = layer_decay ** (L - id)``;
-        1-D parameters and embeddings get no weight decay. Multiply ``lr_scale`` into the lr yourself
-        (as MAE's ``lr_sched``) or use :func:`apply_lr_scale`.
-        """
-        L = self.num_layers
-        groups: dict[str, dict] = {}
-        named = [(n, p) for n, p in self.named_parameters()]
-        if extra is not None:
-            named += [(f"__extra__.{n}", p) for n, p in extra.named_parameters()]
-        for name, p in named:
-            if not p.requires_grad:
-                continue
-            if name.startswith(("cls_token", "pos_embed", "patch_embed", "subset_embed")):
-                lid = 0
-            elif name.startswith("blocks."):
-                lid = int(name.split(".")[1]) + 1
-            else:
-                lid = L
-            no_wd = p.ndim == 1 or name in self.no_weight_decay()
-            key = f"layer_{lid}_{'no_decay' if no_wd else 'decay'}"
-            if key not in groups:
-                groups[key] = {"params": [], "weight_decay": 0.0 if no_wd else weight_decay,
-                               "lr_scale": layer_decay ** (L - lid), "layer_id": lid, "names": []}
-            groups[key]["params"].append(p)
-            groups[key]["names"].append(name)
-        return list(groups.values())
+    def param_groups_lrd(self, weight_decay: float = 0.05, layer_decay: float = 0.75) -> list[dict]:
+        """AdamW parameter groups with MAE's layer-wise lr decay (timm's ``param_groups_layer_decay``
+        over :meth:`group_matcher`): ``lr_scale = layer_decay ** (num_layers - layer)``; 1-D parameters
+        and :meth:`no_weight_decay` names get no weight decay. Timm's schedulers apply ``lr_scale``;
+        :func:`au_lib.models.heads.param_groups` turns it into each group's ``lr``."""
+        from timm.optim import param_groups_layer_decay
+
+        return param_groups_layer_decay(self, weight_decay, no_weight_decay_list=self.no_weight_decay(),
+                                        layer_decay=layer_decay)
 
     def load_timm_state_dict(self, state: dict[str, Tensor]) -> dict[str, list[str]]:
         """Load a timm ``VisionTransformer`` state_dict (e.g. ``vit_base_patch16_224``).
@@ -290,12 +275,6 @@ class MCMEncoder(nn.Module):
                 raise ValueError(f"timm weight {k} has shape {tuple(v.shape)}, encoder expects {tuple(own[k].shape)}")
         result = self.load_state_dict(state, strict=False)
         return {"missing": list(result.missing_keys), "ignored": ignored}
-
-
-def apply_lr_scale(optimizer: torch.optim.Optimizer) -> None:
-    """Multiply each group's ``lr`` by its ``lr_scale`` (call after the scheduler sets the base lr)."""
-    for g in optimizer.param_groups:
-        g["lr"] = g["lr"] * g.get("lr_scale", 1.0)
 
 
 class MCMDecoder(nn.Module):
@@ -402,6 +381,11 @@ class MCM(nn.Module):
             self.decoders = nn.ModuleDict({m: MCMDecoder(cfg, len(MODALITY_CHANNELS[m]), self.encoder.grid)
                                            for m in MODALITIES})
 
+    def no_weight_decay(self) -> set[str]:
+        """Parameters pre-trained without weight decay (MAE): the tokens and the subset embedding."""
+        return ({f"encoder.{n}" for n in self.encoder.no_weight_decay()}
+                | {f"decoders.{m}.mask_token" for m in MODALITIES})
+
     def draw(self, batch: int, generator: torch.Generator | None, available: Tensor | None = None,
              mask_ratio: float | None = None) -> tuple[Tensor, SpatialMask]:
         """Draw the random parts of a step on the CPU: subsets (B,) and a :class:`SpatialMask`."""
@@ -466,37 +450,6 @@ class MCM(nn.Module):
         return imgs
 
 
-def reconstruction_errors(model: MCM, x5: Tensor, subset_idx: Tensor, spatial_mask: SpatialMask,
-                          available: Tensor | None = None) -> dict[str, Tensor]:
-    """Per-sample pixel MSE against ground truth, per modality, over the reconstructed region.
-
-    For each modality: the mean squared error (in [0,1] units) over its hidden pixels, i.e. masked
-    patches of kept channels plus every pixel of dropped channels. Returns ``{m: (B,)}`` (NaN where a
-    sample hides nothing of that modality or lacks it).
-    """
-    was = model.training
-    model.eval()
-    try:
-        imgs = model.reconstruct(x5, available, subset_idx=subset_idx, spatial_mask=spatial_mask)
-    finally:
-        model.train(was)
-    b = x5.shape[0]
-    dev = x5.device
-    if available is None:
-        available = torch.ones(b, 5, dtype=torch.bool, device=dev)
-    kept = kept_channel_mask(subset_idx.to(dev))
-    p = model.cfg.patch_size
-    out = {}
-    for m in MODALITIES:
-        ch = list(MODALITY_CHANNELS[m])
-        err = (patchify(imgs[m], p) - patchify(x5[:, ch], p)) ** 2
-        err = err.reshape(b, err.shape[1], p * p, len(ch)).mean(2)
-        w = (((spatial_mask.mask.to(dev)[:, :, None] > 0) | ~kept[:, None, ch]) & available[:, None, ch]).float()
-        n = w.sum((1, 2))
-        out[m] = torch.where(n > 0, (err * w).sum((1, 2)) / n.clamp_min(1), torch.full_like(n, float("nan")))
-    return out
-
-
 def load_pretrained_encoder(checkpoint_path: str | Path, map_location="cpu",
                             drop_path: float | None = None) -> MCMEncoder:
     """Build an :class:`MCMEncoder` from a pre-training checkpoint written by ``au_lib.train.pretrain``
@@ -552,50 +505,5 @@ def mcm_train_flops_per_image(cfg: MCMConfig) -> float:
 
 
 __all__ = ["MCMConfig", "MCM_PROFILES", "MCM", "MCMEncoder", "MCMDecoder", "MCMOutput", "MODALITIES",
-           "load_pretrained_encoder", "reconstruction_errors", "apply_lr_scale", "sincos_pos_embed",
+           "load_pretrained_encoder", "sincos_pos_embed",
            "count_parameters", "mcm_train_flops_per_image"]
-
-
-
-# ---------------------------------------------------------------- evaluation sweeps (figures)
-@torch.no_grad()
-def error_by_subset(model: MCM, x5: Tensor, mask_ratio: float = 0.5, seed: int = 0,
-                    available: Tensor | None = None) -> Tensor:
-    """Mean pixel MSE per (kept-channel subset, modality) on ``x5`` (B,5,H,W): a (10, 3) tensor.
-
-    Every subset sees the same spatial masks (drawn from ``seed``), so rows differ only in which
-    channels were kept. Rows whose subset is unavailable for some samples use the others; NaN where
-    a modality is never hidden (cannot happen: each modality is masked at ``mask_ratio`` > 0).
-    """
-    b = x5.shape[0]
-    sm = random_masking(b, model.cfg.num_patches, mask_ratio, torch.Generator().manual_seed(seed))
-    out = torch.full((len(SUBSETS), len(MODALITIES)), float("nan"))
-    for s in range(len(SUBSETS)):
-        errs = reconstruction_errors(model, x5, torch.full((b,), s, dtype=torch.long, device=x5.device), sm, available)
-        out[s] = torch.stack([errs[m].nanmean().cpu() for m in MODALITIES])
-    return out
-
-
-@torch.no_grad()
-def error_by_mask_ratio(model: MCM, x5: Tensor, ratios: Sequence[float], seed: int = 0,
-                        subsets: Sequence[int] | None = None) -> Tensor:
-    """Mean pixel MSE per (mask ratio, modality), averaged over ``subsets`` (default all 10): (R, 3)."""
-    subsets = list(range(len(SUBSETS))) if subsets is None else list(subsets)
-    b = x5.shape[0]
-    out = torch.zeros(len(ratios), len(MODALITIES))
-    for i, r in enumerate(ratios):
-        sm = random_masking(b, model.cfg.num_patches, r, torch.Generator().manual_seed(seed + i))
-        acc = torch.zeros(len(MODALITIES))
-        for s in subsets:
-            errs = reconstruction_errors(model, x5, torch.full((b,), s, dtype=torch.long, device=x5.device), sm)
-            acc += torch.stack([errs[m].nanmean().cpu() for m in MODALITIES])
-        out[i] = acc / len(subsets)
-    return out
-
-
-def mean_image_baseline(x5: Tensor) -> Tensor:
-    """Pixel MSE per modality (3,) of predicting every image by the batch's mean image: a floor any
-    useful reconstruction must beat."""
-    mu = x5.mean(0, keepdim=True)
-    err = (x5 - mu) ** 2
-    return torch.stack([err[:, list(MODALITY_CHANNELS[m])].mean() for m in MODALITIES]).cpu()

@@ -37,13 +37,10 @@ from typing import Mapping
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from au_lib.profiles import pick
 
 EMBED_DIM = 256
-VISIBILITY_KEYS = ("vis_target", "visible", "vis")
-"""Batch keys searched (in order) for the ground-truth visibility mask (``B x 1 x H x W`` or ``B x H x W``)."""
 
 
 @dataclass(frozen=True)
@@ -346,85 +343,5 @@ def load_tcae(checkpoint: str | Path | dict, map_location: str | torch.device = 
     return model.eval()
 
 
-# ------------------------------------------------------------------------------------------------
-# Disentanglement against ground truth
-# ------------------------------------------------------------------------------------------------
-
-def _masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Per-sample mean of ``x[B,H,W]`` over ``mask[B,H,W]`` (all pixels if None) -> ``[B]``."""
-    if mask is None:
-        return x.flatten(1).mean(1)
-    m = mask.float().flatten(1)
-    return (x.flatten(1) * m).sum(1) / m.sum(1).clamp_min(1.0)
-
-
-def end_point_error(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean end-point error (pixels) per sample: ``|pred - gt|_2`` averaged over ``mask`` -> ``[B]``."""
-    return _masked_mean((pred.float() - gt.float()).norm(dim=1), mask)
-
-
-def leakage(pred: torch.Tensor, other_gt: torch.Tensor, mask: torch.Tensor | None = None,
-            eps: float = 1e-6) -> torch.Tensor:
-    """How much of a ground-truth motion ``other_gt`` shows up in a predicted field ``pred`` -> ``[B]``.
-
-    The least-squares coefficient ``<pred, g> / <g, g>`` over the masked pixels: 0 = none of the
-    other motion leaked in, 1 = all of it. (E.g. ``leakage(disp_au_pred, disp_pose_gt)`` is the
-    share of the head motion that the AU branch copied.)
-    """
-    m = torch.ones_like(pred[:, 0]) if mask is None else mask.float()
-    num = ((pred.float() * other_gt.float()).sum(1) * m).flatten(1).sum(1)
-    den = ((other_gt.float() ** 2).sum(1) * m).flatten(1).sum(1)
-    return num / (den + eps)
-
-
-@torch.no_grad()
-def disentanglement_metrics(model: TCAE, batch: Mapping[str, torch.Tensor]) -> dict[str, float]:
-    """Score a model on a batch of synthetic pairs with ground truth (keys of ``open_pairs``).
-
-    Pixels are scored where the ground truth is defined: ``vis_au`` for the AU field, ``vis_pose``
-    for the pose field, ``vis_target`` for the mix (else the first of :data:`VISIBILITY_KEYS`, else
-    all pixels); AU leakage/capture only where the ground-truth AU motion exceeds 0.05 px. Returns batch means of: ``epe_au``, ``epe_pose``, ``epe_total`` (pixels, over the visible mask),
-    ``epe_au_zero``/``epe_pose_zero`` (the same for an all-zero prediction, a baseline),
-    ``photo_au``/``photo_pose`` (mean |predicted - ground-truth render|, intensities in [0, 1]),
-    ``photo_recon`` (|rebuilt - target|), ``leak_pose_in_au`` (``leakage(tau_A, gt_pose)``),
-    ``leak_au_in_pose`` (``leakage(tau_P, gt_au)``) and ``capture_au``/``capture_pose`` (the
-    leakage coefficient of each branch onto its own ground truth; 1 = all of it captured).
-    """
-    was_training = model.training
-    model.eval()
-    dev = next(model.parameters()).device
-    src, tgt = batch["source"].to(dev), batch["target"].to(dev)
-    out = model(src, tgt)
-    gt_au, gt_pose = batch["disp_au"].to(dev), batch["disp_pose"].to(dev)
-    gt_tot = batch.get("disp_target", None)
-    B, H, W = src.shape[0], *src.shape[-2:]
-
-    def mask_of(key: str) -> torch.Tensor | None:
-        m = batch.get(key, next((batch[k] for k in VISIBILITY_KEYS if k in batch), None))
-        return None if m is None else m.to(dev).reshape(B, H, W) > 0.5
-
-    m_au, m_pose, m_tot = mask_of("vis_au"), mask_of("vis_pose"), mask_of("vis_target")
-    moving_au = gt_au.norm(dim=1) > 0.05          # where the AUs move anything
-    au_mask = moving_au if m_au is None else moving_au & m_au
-    au_mask_p = moving_au if m_pose is None else moving_au & m_pose
-    res = {
-        "epe_au": end_point_error(out.disp_au, gt_au, m_au),
-        "epe_pose": end_point_error(out.disp_pose, gt_pose, m_pose),
-        "epe_au_zero": end_point_error(torch.zeros_like(gt_au), gt_au, m_au),
-        "epe_pose_zero": end_point_error(torch.zeros_like(gt_pose), gt_pose, m_pose),
-        "photo_au": (out.au_changed - batch["au_changed"].to(dev)).abs().flatten(1).mean(1),
-        "photo_pose": (out.pose_changed - batch["pose_changed"].to(dev)).abs().flatten(1).mean(1),
-        "photo_recon": (out.recon - tgt).abs().flatten(1).mean(1),
-        "leak_pose_in_au": leakage(out.disp_au, gt_pose, m_au),
-        "leak_au_in_pose": leakage(out.disp_pose, gt_au, au_mask_p),
-        "capture_au": leakage(out.disp_au, gt_au, au_mask),
-        "capture_pose": leakage(out.disp_pose, gt_pose, m_pose),
-    }
-    if gt_tot is not None:
-        res["epe_total"] = end_point_error(out.disp, gt_tot.to(dev), m_tot)
-    model.train(was_training)
-    return {k: float(v.float().mean()) for k, v in res.items()}
-
-
 __all__ = ["EMBED_DIM", "TCAE", "TCAEConfig", "TCAELossWeights", "TCAEOutput", "TCAE_PROFILES", "tcae_config",
-           "load_tcae", "count_parameters", "end_point_error", "leakage", "disentanglement_metrics"]
+           "load_tcae", "count_parameters"]

@@ -141,18 +141,6 @@ def _gather_corners(src_flat: Tensor, idx: Tensor, valid: Tensor) -> Tensor:
     return vals.view(N, C, 4, HW) * valid.unsqueeze(1)
 
 
-def _warp_forward(source: Tensor, displacement: Tensor, padding_mode: str) -> Tensor:
-    N, C, H, W = source.shape
-    dtype = _compute_dtype(source, displacement)
-    idx, u, v, valid, _, _ = _sample_geometry(displacement, padding_mode, dtype)
-    src = source.to(dtype).reshape(N, C, H * W)
-    vals = _gather_corners(src, idx, valid)
-    u, v = u.unsqueeze(1), v.unsqueeze(1)
-    top = torch.lerp(vals[:, :, 0], vals[:, :, 1], u)
-    bottom = torch.lerp(vals[:, :, 2], vals[:, :, 3], u)
-    return torch.lerp(top, bottom, v).reshape(N, C, H, W)
-
-
 def _warp_backward(source: Tensor, displacement: Tensor, grad_out: Tensor, padding_mode: str,
                    need_source: bool, need_disp: bool):
     """Hand-written gradients ``(dL/dsource, dL/ddisplacement)`` (None where not needed).

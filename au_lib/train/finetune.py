@@ -1,11 +1,13 @@
-"""One training loop for every AU classifier: linear probes, MCM fine-tuning, supervised baselines.
+"""Training AU classifiers (linear probes, MCM fine-tuning, supervised baselines) with the engine.
 
-The loop trains on in-memory tensors (a :class:`FrameTable` loaded once from any dataset of the
-registry), with the masked, class-weighted BCE of :func:`au_lib.models.heads.masked_bce_loss`,
-AdamW with per-group learning rates (layer decay when the model provides it), a linear warm-up then
-cosine schedule, early stopping on the *validation* mean F1, a per-epoch checkpoint it resumes from,
-and a tqdm progress bar. The test fold never enters :func:`fit`; an optional ``monitor`` callback
-receives each epoch's model so a protocol can *report* (never select on) test-fold numbers.
+:func:`fit` trains on in-memory tensors (a :class:`FrameTable` loaded once from any dataset of the
+registry) through :func:`au_lib.train.engine.train_one_epoch`, with the masked, class-weighted BCE
+of :func:`au_lib.models.heads.masked_bce_loss`, AdamW with per-group learning rates
+(:func:`au_lib.models.heads.param_groups`: layer decay when the model has it), a linear warm-up then
+cosine schedule, early stopping on the *validation* mean F1, a per-epoch checkpoint in the engine's
+format that it resumes from, and a tqdm progress bar. The test fold never enters :func:`fit`; an
+optional ``monitor`` callback receives each epoch's model so a protocol can *report* (never select
+on) test-fold numbers.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import torch
 from torch import nn
 
 from au_lib.metrics import f1_per_au
-from au_lib.models.heads import masked_bce_loss
+from au_lib.models.heads import masked_bce_loss, param_groups
+from au_lib.train import engine
 
 
 @dataclass(frozen=True)
@@ -152,16 +155,6 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 256,
     return torch.cat(out).numpy()
 
 
-def lr_lambda(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
-    """Linear warm-up to 1 then half-cosine to 0, as a ``LambdaLR`` factor of the step."""
-    def f(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / max(1, warmup_steps)
-        prog = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, prog)))
-    return f
-
-
 @dataclass
 class FitResult:
     """What :func:`fit` returns: the model at its best validation epoch and the learning curves."""
@@ -172,95 +165,90 @@ class FitResult:
     history: list[dict]
 
 
-def _param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
-    fn = getattr(model, "param_groups", None)
-    if callable(fn):
-        return fn(cfg.lr, cfg.weight_decay, cfg.layer_decay)
-    from au_lib.models.heads import decay_groups
-
-    return decay_groups(model, cfg.lr, cfg.weight_decay)
-
-
 def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tensor, torch.Tensor],
         cfg: TrainConfig, *, weights: Sequence[float] | None = None, seed: int = 0,
         device: torch.device | str = "cpu", checkpoint: str | os.PathLike | None = None,
         monitor: Callable[[nn.Module, int], dict] | None = None, progress: bool = False,
-        desc: str = "train") -> FitResult:
+        desc: str = "train", amp: bool | str = False, compile: bool = False) -> FitResult:
     """Train ``model`` on ``train = (x, labels)``; keep the epoch with the best validation mean F1.
+
+    Each epoch is one :func:`au_lib.train.engine.train_one_epoch` over shuffled batches of the
+    in-memory tensors (masked, class-weighted BCE; AdamW with the model's parameter groups; linear
+    warm-up then cosine per update; gradient clipping).
 
     Args:
         model: maps ``(B, ...)`` inputs to ``(B, A)`` logits.
         train, val: ``(x, labels)`` tensors; labels 1/0/-1. ``val`` selects the epoch (F1 at 0.5).
         weights: ``(A,)`` per-AU loss weights (compute them on ``train`` labels only).
         seed: seeds the shuffling and flips (a private ``torch.Generator``).
-        checkpoint: file to save after every epoch and resume from if it exists.
+        checkpoint: file to save after every epoch (the engine's format) and resume from if it exists.
         monitor: called as ``monitor(model, epoch)`` after each epoch in eval mode; its dict is
             stored in the history (use it to *report* test-fold curves; it must not feed back).
         progress: show a tqdm bar over epochs.
+        amp, compile: see :func:`au_lib.train.engine.autocast` and :func:`~au_lib.train.engine.wrap`.
+            In a process group (the caller's) each batch is split over the ranks and trained with DDP.
 
     Returns:
         :class:`FitResult` with the best-validation model (weights restored) and per-epoch history
         (``epoch``, ``train_loss``, ``val_loss``, ``val_f1``, ``lr`` and the monitor's keys).
     """
-    from tqdm.auto import tqdm
-
     xt, yt = train
     xv, yv = val
     if len(xt) == 0 or len(xv) == 0:
         raise ValueError(f"empty split: {len(xt)} training and {len(xv)} validation rows")
     model.to(device)
     gen = torch.Generator().manual_seed(int(seed))
-    opt = torch.optim.AdamW(_param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(param_groups(model, cfg.lr, cfg.weight_decay, cfg.layer_decay), lr=cfg.lr,
+                            weight_decay=cfg.weight_decay)
     steps_per_epoch = max(1, math.ceil(len(xt) / cfg.batch_size))
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lr_lambda(cfg.epochs * steps_per_epoch, int(cfg.warmup_epochs * steps_per_epoch)))
+        opt, engine.cosine_after_warmup(cfg.epochs * steps_per_epoch, int(cfg.warmup_epochs * steps_per_epoch)))
     w = torch.as_tensor(np.asarray(weights, dtype=np.float32)) if weights is not None else None
+    w_dev = None if w is None else w.to(device)
     history: list[dict] = []
     best = {"epoch": 0, "f1": -1.0, "state": copy.deepcopy(model.state_dict())}
-    start = 0
+    start, step = 0, 0
     ckpt = Path(checkpoint) if checkpoint else None
-    if ckpt is not None and ckpt.exists():
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
-        if state.get("config") != asdict(cfg):
-            raise ValueError(f"{ckpt}: checkpoint was written with another training config; delete it to restart")
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        gen.set_state(state["generator"])
-        history, best, start = state["history"], state["best"], state["epoch"]
+    if ckpt is not None:
+        state = engine.resume(ckpt, asdict(cfg), what="training", model=model, optimizer=opt, scheduler=sched,
+                              rng={"batches": gen})
+        if state is not None:
+            history, best, start, step = state["history"], state["best"], state["epoch"], state["step"]
     images = xt.ndim == 4
-    bar = tqdm(range(start, cfg.epochs), desc=desc, disable=not progress, leave=False,
-               initial=start, total=cfg.epochs)
-    stale = len(history) - best["epoch"]
-    for epoch in bar:
-        if stale >= cfg.patience:
-            break
-        model.train()
-        perm = torch.randperm(len(xt), generator=gen)
-        total, count = 0.0, 0
+    net = engine.wrap(model, device, compile=compile)
+
+    info = engine.dist_info()
+
+    def batches():
+        perm = torch.randperm(len(xt), generator=gen)  # the same on every rank (same seed)
         for i in range(0, len(xt), cfg.batch_size):
-            idx = perm[i:i + cfg.batch_size]
+            idx = perm[i:i + cfg.batch_size][info.rank::info.world_size]  # under DDP: this rank's share
             if len(idx) < 2 and len(xt) >= 2:  # BatchNorm needs 2 rows
                 continue
             xb, yb = xt[idx], yt[idx]
             if images and cfg.flip:
                 flip = torch.rand(len(idx), generator=gen) < 0.5
                 xb = torch.where(flip[:, None, None, None], xb.flip(-1), xb)
-            xb, yb = xb.to(device), yb.to(device)
-            loss = masked_bce_loss(model(xb), yb, None if w is None else w.to(device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            sched.step()
-            total += float(loss.detach()) * len(idx)
-            count += len(idx)
+            yield xb, yb
+
+    def step_fn(net: nn.Module, batch, step: int, micro: int) -> dict:
+        xb, yb = batch
+        return {"loss": masked_bce_loss(net(xb.to(device)), yb.to(device), w_dev), "batch_size": len(yb)}
+
+    bar = engine.progress(range(start, cfg.epochs), desc=desc, enabled=progress, initial=start, total=cfg.epochs)
+    stale = len(history) - best["epoch"]
+    for epoch in bar:
+        if stale >= cfg.patience:
+            break
+        model.train()
+        meter, step = engine.train_one_epoch(step_fn, net, batches(), opt, device=device, step=step, scheduler=sched,
+                                             clip_grad=cfg.grad_clip, amp=amp, desc=desc)
         scores = predict(model, xv, device=device)
         logits_v = torch.logit(torch.as_tensor(scores).clamp(1e-6, 1 - 1e-6))
         val_loss = float(masked_bce_loss(logits_v, yv.float(), w))
         val_f1 = f1_per_au(yv.numpy(), scores).mean
-        row = {"epoch": epoch + 1, "train_loss": total / max(1, count), "val_loss": val_loss,
+        train_loss = meter.sums.get("loss", 0.0) / max(1, meter.counts.get("loss", 0))
+        row = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss,
                "val_f1": float(val_f1), "lr": float(opt.param_groups[-1]["lr"])}
         if monitor is not None:
             model.eval()
@@ -273,12 +261,9 @@ def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], val: tuple[t
             stale += 1
         bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_f1=f"{val_f1:.3f}")
         if ckpt is not None:
-            from au_lib.provenance import atomic_torch_save
-
-            atomic_torch_save({"model": model.state_dict(), "optimizer": opt.state_dict(),
-                               "scheduler": sched.state_dict(), "generator": gen.get_state(),
-                               "history": history, "best": best, "epoch": epoch + 1,
-                               "config": asdict(cfg)}, ckpt)
+            engine.save_checkpoint(ckpt, model=model, optimizer=opt, scheduler=sched, rng={"batches": gen},
+                                   step=step, epoch=epoch + 1, history=history, config=asdict(cfg),
+                                   extra={"best": best})
     model.load_state_dict(best["state"])
     model.eval()
     return FitResult(model=model, best_epoch=int(best["epoch"]), best_val_f1=float(best["f1"]), history=history)

@@ -1,16 +1,18 @@
-"""MCM pre-training loop (MAE recipe): AdamW (0.9, 0.95), linear-scaled lr, warm-up + cosine, bf16 on
-CUDA, gradient accumulation, DDP via torchrun, checkpoints + resume, JSONL metrics, progress bar.
+"""MCM pre-training (MAE recipe) on the engine: AdamW (0.9, 0.95), linear-scaled lr, warm-up + cosine
+(timm), the MCM step (:func:`mcm_step`) run by :func:`au_lib.train.engine.train_one_epoch` with bf16
+on CUDA, gradient accumulation, DDP in the caller's process group, checkpoints + resume, JSONL
+metrics, progress bar.
 
 ```python
 from au_lib.train.pretrain import PRETRAIN_PROFILES, pretrain, open_pretrain_dataset
 cfg = pick(PRETRAIN_PROFILES)                       # profile row; override with pick(..., epochs=5)
 ds = open_pretrain_dataset("synthau", cfg)          # any dataset yielding rgb (+ depth, thermal)
-result = pretrain(cfg, ds, out_dir=".cache/mcm/cpu")  # resumes from out_dir/last.pt if present
+result = pretrain(cfg, ds, out_dir="runs/mcm")     # resumes from out_dir/last.pt if present
 ```
 
 Determinism: the data order comes from a ``DistributedSampler`` seeded with ``cfg.seed`` (also in a
 single process) and every step's channel subsets and spatial masks from
-:func:`au_lib.train.common.step_generator` (seed, rank, step), so a resumed run reproduces the
+:func:`au_lib.train.engine.step_generator` (seed, rank, step), so a resumed run reproduces the
 uninterrupted one exactly on the same device.
 """
 
@@ -26,8 +28,10 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from au_lib.models.mcm import MCM, MCM_PROFILES, MODALITIES, MCMConfig
-from au_lib.train.common import (JsonlLogger, all_reduce_mean, autocast, dist_info, load_checkpoint,
-                                 log0, progress, save_checkpoint, step_generator, unwrap)
+from au_lib.train import engine
+from au_lib.train.engine import (JsonlLogger, all_reduce_mean, barrier, dist_info, grad_scaler, load_checkpoint, log0,
+                                 process_device, progress, save_checkpoint, step_generator, train_one_epoch, unwrap,
+                                 wrap)
 
 
 @dataclass(frozen=True)
@@ -48,7 +52,7 @@ class PretrainConfig:
     save_every: int = 1                    # write last.pt every N epochs (and at the end)
     save_epochs: tuple[int, ...] = ()      # also keep epoch_XXXX.pt after these epochs (for sweeps)
     num_workers: int = 0
-    amp: bool = True                       # bf16 autocast on CUDA only
+    amp: bool | str = True                 # True: bf16 on CUDA only; "bf16" also on CPU; "fp16"; False
     compile: bool = False
     seed: int = 0
     num_samples: int | None = None         # dataset size for synthetic data (None: dataset default)
@@ -166,17 +170,12 @@ def open_pretrain_dataset(name: str, cfg: PretrainConfig, profile: str | None = 
 
 # ---------------------------------------------------------------- optimisation
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """AdamW groups as MAE's ``add_weight_decay``: no decay for biases, norms, tokens and embeddings."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        if p.ndim <= 1 or name.endswith(".bias") or name.split(".")[-1] in ("cls_token", "mask_token") \
-                or "subset_embed" in name:
-            no_decay.append(p)
-        else:
-            decay.append(p)
-    return [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay}]
+    """AdamW groups as MAE's ``add_weight_decay`` (timm's ``param_groups_weight_decay``): no decay for
+    biases, norms and the model's ``no_weight_decay()`` names (tokens, subset embedding)."""
+    from timm.optim import param_groups_weight_decay
+
+    skip = unwrap(model).no_weight_decay() if hasattr(unwrap(model), "no_weight_decay") else ()
+    return param_groups_weight_decay(model, weight_decay, no_weight_decay_list=skip)
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, cfg: PretrainConfig, updates_per_epoch: int):
@@ -203,17 +202,22 @@ class PretrainResult:
     model: nn.Module | None = None  # the trained bare MCM (this process's copy)
 
 
-def _config_compatible(saved: dict, cfg: PretrainConfig) -> str | None:
-    try:
-        old = PretrainConfig.from_dict(saved)
-    except Exception as exc:  # pragma: no cover
-        return f"unreadable config ({exc})"
-    if old.model != cfg.model:
-        return "model config differs"
-    for k in ("batch_size", "accum_iter", "seed", "blr", "lr", "weight_decay", "warmup_epochs", "min_lr"):
-        if getattr(old, k) != getattr(cfg, k):
-            return f"{k} differs ({getattr(old, k)} vs {getattr(cfg, k)})"
-    return None
+NOT_BINDING = ("epochs", "save_every", "save_epochs", "num_workers", "amp", "compile")
+"""Config fields a resumed run may change (length, checkpoint cadence, workers, precision, compilation)."""
+
+
+def mcm_step(seed: int, micro_per_epoch: int, epoch: int, device: torch.device):
+    """The MCM step for :func:`au_lib.train.engine.train_one_epoch`: batch ``{"x5", "available"}`` ->
+    total loss and the per-modality terms; channel subsets and masks drawn from
+    :func:`~au_lib.train.engine.step_generator` ``(seed, epoch * micro_per_epoch + micro, rank)``."""
+    rank = dist_info().rank
+
+    def step_fn(model: nn.Module, batch: dict, step: int, micro: int) -> dict:
+        gen = step_generator(seed, epoch * micro_per_epoch + micro, rank)
+        out = model(batch["x5"].to(device, non_blocking=True), batch["available"].to(device, non_blocking=True),
+                    generator=gen)
+        return {"loss": out.loss, **{m: out.losses[m] for m in MODALITIES}, "images": batch["x5"].shape[0]}
+    return step_fn
 
 
 def pretrain(cfg: PretrainConfig, dataset: Dataset, out_dir: str | Path, *, device: torch.device | str | None = None,
@@ -221,28 +225,27 @@ def pretrain(cfg: PretrainConfig, dataset: Dataset, out_dir: str | Path, *, devi
              log_every: int = 0) -> PretrainResult:
     """Pre-train MCM on ``dataset`` (sample dicts with ``rgb`` and optionally ``depth``/``thermal``).
 
-    Writes to ``out_dir``: ``last.pt`` (model, optimiser, epoch, step, config), ``epoch_XXXX.pt`` for
-    ``cfg.save_epochs``, ``log.jsonl`` (one record per epoch, plus every ``log_every`` steps). Resumes
-    from ``last.pt`` when ``resume`` (the config must match); a finished run returns at once.
-    ``stop_after_epochs`` ends early (for tests of resuming). Under ``torchrun`` (a process group
-    initialised by :func:`au_lib.train.common.init_distributed`) it trains with DDP.
+    Writes to ``out_dir``: ``last.pt`` (the engine's checkpoint: model, optimiser, scheduler, epoch,
+    step, history, config), ``epoch_XXXX.pt`` for ``cfg.save_epochs``, ``log.jsonl`` (one record per
+    epoch, plus every ``log_every`` updates). Resumes from ``last.pt`` when ``resume`` (the config must
+    match except :data:`NOT_BINDING`); a finished run returns at once. ``stop_after_epochs`` ends early
+    (for tests of resuming). In an initialised process group (the caller's, e.g. under ``torchrun``)
+    it trains with DDP.
     """
-    from au_lib.provenance import choose_device, timed
+    from au_lib.provenance import timed
 
     info = dist_info()
     out = Path(out_dir)
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
-    dev = torch.device(device) if device is not None else choose_device()
-    if dev.type == "cuda" and info.distributed:
-        dev = torch.device("cuda", info.local_rank)
+    dev = process_device(device)
     if len(dataset) < cfg.batch_size * info.world_size:
         raise ValueError(f"dataset has {len(dataset)} samples, fewer than one global batch "
                          f"({cfg.batch_size} x {info.world_size} processes)")
 
     model = MCM(cfg.model, seed=cfg.seed).to(dev)
-    base_lr = cfg.base_lr(info.world_size)
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=base_lr, betas=cfg.betas)
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.base_lr(info.world_size),
+                                  betas=cfg.betas)
     sampler = DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank, shuffle=True,
                                  seed=cfg.seed, drop_last=True)
     loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, drop_last=True,
@@ -253,116 +256,68 @@ def pretrain(cfg: PretrainConfig, dataset: Dataset, out_dir: str | Path, *, devi
     if updates_per_epoch < 1:
         raise ValueError(f"accum_iter={cfg.accum_iter} exceeds the {micro_per_epoch} batches of an epoch")
     scheduler = make_scheduler(optimizer, cfg, updates_per_epoch)
+    scaler = grad_scaler(dev, cfg.amp)
 
-    start_epoch, step = 0, 0
     last = out / "last.pt"
-    if resume and last.is_file():
-        ckpt = torch.load(last, map_location="cpu", weights_only=False)
-        why = _config_compatible(ckpt.get("config", {}), cfg)
-        if why:
-            raise ValueError(f"{last}: cannot resume, {why}; use another --out or --no-resume")
-        load_checkpoint(last, model=model, optimizer=optimizer, map_location=dev)
+    cfg_d = cfg.to_dict()
+    ckpt = engine.resume(last, cfg_d, ignore=NOT_BINDING, what="MCM pre-training", model=model, optimizer=optimizer,
+                         scheduler=scheduler, scaler=scaler, map_location=dev) if resume else None
+    start_epoch, step, history = 0, 0, []
+    if ckpt is not None:
         start_epoch, step = int(ckpt["epoch"]), int(ckpt["step"])
+        history = ckpt.get("history")
+        if history is None:  # written before the engine: the epochs are in the log
+            history = [r for r in JsonlLogger.read(out / "log.jsonl") if r.get("kind") == "epoch"]
+        history = [dict(r) for r in history if r["epoch"] <= start_epoch]
         log0(f"reusing the finished run in {out}" if start_epoch >= cfg.epochs
              else f"resuming from {last} at epoch {start_epoch}")
 
-    train_model: nn.Module = model
-    if info.distributed:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        train_model = DDP(model, device_ids=[dev.index] if dev.type == "cuda" else None)
-    if cfg.compile:
-        train_model = torch.compile(train_model)
-
+    net = wrap(model, dev, compile=cfg.compile)
     logger = JsonlLogger(out / "log.jsonl")
-    history = [r for r in JsonlLogger.read(out / "log.jsonl") if r.get("kind") == "epoch"] if info.is_main else []
-    history = [r for r in history if r["epoch"] <= start_epoch]
+    logger.rewrite(history)
     end_epoch = cfg.epochs if stop_after_epochs is None else min(cfg.epochs, stop_after_epochs)
     saved: dict[int, Path] = {e: out / f"epoch_{e:04d}.pt" for e in cfg.save_epochs if (out / f"epoch_{e:04d}.pt").is_file()}
-    resumed_from = start_epoch
+
+    def on_update(at: int, values: dict) -> None:
+        if log_every and at % log_every == 0:
+            logger.log(kind="step", epoch=epoch + 1, step=at, loss=values["loss"], lr=optimizer.param_groups[0]["lr"])
+
     with timed() as t_all:
         for epoch in range(start_epoch, end_epoch):
             sampler.set_epoch(epoch)
-            train_model.train()
-            sums = {"loss": 0.0, **{m: 0.0 for m in MODALITIES}}
-            counts = {m: 0 for m in MODALITIES}
-            n_img, t0 = 0, time.perf_counter()
-            bar = progress(loader, total=micro_per_epoch, desc=f"MCM epoch {epoch + 1}/{cfg.epochs}",
-                           enabled=show_progress)
-            optimizer.zero_grad(set_to_none=True)
-            for i, batch in enumerate(bar):
-                if i >= updates_per_epoch * cfg.accum_iter:
-                    break
-                micro = epoch * micro_per_epoch + i
-                gen = step_generator(cfg.seed, micro, info.rank)
-                x5 = batch["x5"].to(dev, non_blocking=True)
-                avail = batch["available"].to(dev, non_blocking=True)
-                boundary = (i + 1) % cfg.accum_iter == 0
-                sync = boundary or not info.distributed
-                ctx = train_model.no_sync() if (not sync and hasattr(train_model, "no_sync")) else _null()
-                with ctx:
-                    with autocast(dev, cfg.amp):
-                        out_ = train_model(x5, avail, generator=gen)
-                    (out_.loss / cfg.accum_iter).backward()
-                if boundary:
-                    if cfg.clip_grad:
-                        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-                    scheduler.step_update(step)
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                    step += 1
-                loss_v = float(out_.loss.detach())
-                if not torch.isfinite(torch.tensor(loss_v)):
-                    raise FloatingPointError(f"loss is {loss_v} at epoch {epoch + 1} step {i}; lower the lr")
-                sums["loss"] += loss_v
-                for m in MODALITIES:
-                    v = float(out_.losses[m])
-                    if v == v:
-                        sums[m] += v
-                        counts[m] += 1
-                n_img += x5.shape[0]
-                if show_progress:
-                    bar.set_postfix(loss=f"{loss_v:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
-                if log_every and step % log_every == 0 and boundary:
-                    logger.log(kind="step", epoch=epoch + 1, step=step, loss=loss_v,
-                               lr=optimizer.param_groups[0]["lr"])
+            net.train()
+            t0 = time.perf_counter()
+            bar = progress(total=updates_per_epoch, desc=f"MCM epoch {epoch + 1}/{cfg.epochs}", enabled=show_progress)
+            meter, step = train_one_epoch(
+                mcm_step(cfg.seed, micro_per_epoch, epoch, dev), net, loader, optimizer, device=dev, step=step,
+                accum_iter=cfg.accum_iter, max_batches=updates_per_epoch * cfg.accum_iter, scheduler=scheduler,
+                clip_grad=cfg.clip_grad, amp=cfg.amp, scaler=scaler, bar=bar, on_update=on_update,
+                desc=f"MCM epoch {epoch + 1}")
             bar.close()
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
             dt = time.perf_counter() - t0
-            n_batches = updates_per_epoch * cfg.accum_iter
-            rec = {"kind": "epoch", "epoch": epoch + 1, "step": step,
-                   "lr": optimizer.param_groups[0]["lr"],
-                   "loss": all_reduce_mean(sums["loss"] / n_batches, dev),
-                   "images_per_s": all_reduce_mean(n_img / dt, dev) * info.world_size,
+            means = meter.means()
+            rec = {"kind": "epoch", "epoch": epoch + 1, "step": step, "lr": optimizer.param_groups[0]["lr"],
+                   "loss": all_reduce_mean(means["loss"], dev),
+                   "images_per_s": all_reduce_mean(meter.sums["images"] / dt, dev) * info.world_size,
                    "epoch_time_s": dt}
             for m in MODALITIES:
-                rec[f"loss_{m}"] = all_reduce_mean(sums[m] / counts[m] if counts[m] else float("nan"), dev)
+                rec[f"loss_{m}"] = all_reduce_mean(means[m], dev)
+            history.append(rec)
             done = epoch + 1
-            cfg_d = cfg.to_dict()
             if done % cfg.save_every == 0 or done == end_epoch:
-                save_checkpoint(last, model=model, optimizer=optimizer, epoch=done, step=step, config=cfg_d)
+                save_checkpoint(last, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
+                                epoch=done, step=step, history=history, config=cfg_d)
             if done in cfg.save_epochs:
                 p = out / f"epoch_{done:04d}.pt"
-                save_checkpoint(p, model=model, optimizer=None, epoch=done, step=step, config=cfg_d)
+                save_checkpoint(p, model=model, epoch=done, step=step, history=history, config=cfg_d)
                 saved[done] = p
             logger.log(**rec)
-            history.append(rec)
             log0(f"epoch {done}/{cfg.epochs} loss {rec['loss']:.4f} "
                  + " ".join(f"{m} {rec[f'loss_{m}']:.4f}" for m in MODALITIES))
-    if info.distributed:
-        import torch.distributed as dist
-
-        dist.barrier()
-    return PretrainResult(last, history, t_all["seconds"], cfg, resumed_from, saved, model)
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
+    barrier()
+    return PretrainResult(last, history, t_all["seconds"], cfg, start_epoch, saved, model)
 
 
 def load_pretrained_mcm(path: str | Path, map_location: Any = "cpu") -> tuple[MCM, PretrainConfig, dict]:
@@ -393,14 +348,16 @@ def run_pretraining(cfg: PretrainConfig, data: str | Dataset = "synthau", out_di
     """Open the data, pre-train (resuming), and write ``out_dir/summary.json`` (a result file with the
     last epoch's metrics, the history and provenance; rank 0). Returns the loaded result dict.
 
-    ``out_dir`` defaults to ``<repo>/.cache/mcm/<profile>``. A finished run is reused as is.
+    ``out_dir`` defaults to ``<cache>/mcm/<profile>`` (:func:`au_lib.cache.cache_root`). A finished
+    run is reused as is.
     """
+    from au_lib.cache import cache_dir
     from au_lib.profiles import current_profile
-    from au_lib.provenance import REPO_ROOT, make_provenance
+    from au_lib.provenance import make_provenance
     from au_lib.results import load_result, save_result
 
     profile = profile or current_profile()
-    out = Path(out_dir) if out_dir is not None else REPO_ROOT / ".cache" / "mcm" / profile
+    out = Path(out_dir) if out_dir is not None else cache_dir("mcm", profile)
     ds = open_pretrain_dataset(data, cfg, profile) if isinstance(data, str) else data
     res = pretrain(cfg, ds, out, device=device, show_progress=show_progress, resume=resume)
     summary = out / "summary.json"
@@ -413,8 +370,5 @@ def run_pretraining(cfg: PretrainConfig, data: str | Dataset = "synthau", out_di
                            "data": data if isinstance(data, str) else type(data).__name__,
                            "checkpoint": res.checkpoint.name,
                            "epoch_checkpoints": {str(k): v.name for k, v in res.epoch_checkpoints.items()}})
-    if dist_info().distributed:
-        import torch.distributed as dist
-
-        dist.barrier()
+    barrier()
     return load_result(summary)

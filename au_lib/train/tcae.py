@@ -15,15 +15,14 @@ face, then a random crop of side ``s`` in [200, 224)/256 placed **independently*
 target, resized back; the independent placement adds a random relative translation that the pose
 branch must absorb. (The code draws ``s`` once per epoch; here once per pair.)
 
-Distributed: launched with ``torchrun --nproc_per_node N -m au_lib train-tcae ...`` the loop reads
-``RANK``/``WORLD_SIZE``/``LOCAL_RANK``, uses NCCL on CUDA (gloo on CPU), shards the pairs with a
-``DistributedSampler`` and wraps the model in DDP; rank 0 writes checkpoints and logs.
+Distributed: launched with ``torchrun --nproc_per_node N -m au_lib train-tcae ...`` the command sets
+up the process group (:func:`au_lib.train.engine.distributed`); inside it :func:`train_tcae` shards
+the pairs with a ``DistributedSampler`` and wraps the model in DDP; rank 0 writes checkpoints and logs.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -32,8 +31,9 @@ from typing import Any, Iterator, Mapping
 import torch
 import torch.nn as nn
 
-from au_lib.models.tcae import TCAE, TCAEConfig, disentanglement_metrics, load_tcae, tcae_config
+from au_lib.models.tcae import TCAE, TCAEConfig, tcae_config
 from au_lib.profiles import current_profile, pick
+from au_lib.train import engine
 
 
 # ------------------------------------------------------------------------------------------------
@@ -58,7 +58,7 @@ class TCAETrainConfig:
     log_every: int = 50
     num_workers: int = 4
     seed: int = 0
-    amp: bool = True                # bf16 autocast on CUDA (ignored on CPU)
+    amp: bool | str = True          # True: bf16 on CUDA only; "bf16" also on CPU; "fp16"; False
     pool_pairs: int | None = None   # SynthAU: render this many pairs once and cache them (CPU budgets); None: stream
 
     def __post_init__(self) -> None:
@@ -201,7 +201,8 @@ def pair_pool(dataset: torch.utils.data.Dataset, n: int, path: str | Path | None
     ``path`` (atomic write; reused when present with the same ``n``). For on-the-fly renderers that
     are too slow to feed a CPU training loop."""
     from au_lib.provenance import atomic_torch_save
-    from au_lib.train.common import progress as bar
+
+    bar = engine.progress
 
     if path is not None and Path(path).exists():
         data = torch.load(path, weights_only=False)
@@ -248,7 +249,7 @@ def collate_pairs(items: list[dict]) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------
-# the loop (distributed set-up, checkpoints, logging, AMP and progress from au_lib.train.common)
+# the step and the run (loop, checkpoints, resume, AMP, DDP, progress: au_lib.train.engine)
 # ------------------------------------------------------------------------------------------------
 
 class _LossModule(nn.Module):
@@ -260,6 +261,22 @@ class _LossModule(nn.Module):
 
     def forward(self, source: torch.Tensor, target: torch.Tensor) -> dict:
         return self.model.losses(source, target)
+
+
+def tcae_step(cfg: TCAETrainConfig, device: torch.device):
+    """The TCAE step for :func:`au_lib.train.engine.train_one_epoch`: a batch of pairs -> the loss terms
+    (``loss`` = ``total``). The jitter of update ``k`` is drawn from
+    :func:`~au_lib.train.engine.step_generator` ``(seed, k, rank)``."""
+    rank = engine.dist_info().rank
+
+    def step_fn(model: nn.Module, batch: dict, step: int, micro: int) -> dict:
+        src = batch["source"].to(device, non_blocking=True)
+        tgt = batch["target"].to(device, non_blocking=True)
+        if cfg.jitter:
+            src, tgt = jitter_pairs(src, tgt, cfg, engine.step_generator(cfg.seed, step, rank))
+        terms = model(src, tgt)
+        return {"loss": terms["total"], **terms}
+    return step_fn
 
 
 def _make_optimizer(model: nn.Module, cfg: TCAETrainConfig) -> torch.optim.Optimizer:
@@ -277,12 +294,15 @@ def _infinite(loader, sampler) -> Iterator[dict]:
         epoch += 1
 
 
-_NOT_BINDING = ("steps", "checkpoint_every", "log_every", "num_workers")
+NOT_BINDING = ("steps", "checkpoint_every", "log_every", "num_workers", "amp")
+"""Config fields a resumed run may change (length, logging, workers, precision)."""
 
 
-def _resume_key(cfg_dict: Mapping) -> dict:
-    """The part of a training config a resumed run must share (length, logging and workers may change)."""
-    return {k: v for k, v in cfg_dict.items() if k not in _NOT_BINDING}
+def default_run_dir(data: str, profile: str) -> Path:
+    """``<cache>/tcae/<data>_<profile>``: where ``au-lib train-tcae`` and the TCAE chapter train by default."""
+    from au_lib.cache import cache_dir
+
+    return cache_dir("tcae", f"{data}_{profile}")
 
 
 def checkpoint_paths(run_dir: str | Path) -> list[tuple[int, Path]]:
@@ -316,21 +336,22 @@ class TCAERun:
 
 def train_tcae(cfg: TCAETrainConfig, run_dir: str | Path, data: str | torch.utils.data.Dataset = "synthau",
                device: str | torch.device | None = None, progress: bool = True, resume: bool = True,
-               data_options: Mapping[str, Any] | None = None, profile: str | None = None) -> TCAERun:
+               data_options: Mapping[str, Any] | None = None, profile: str | None = None,
+               compile: bool = False) -> TCAERun:
     """Train (or resume) a TCAE run in ``run_dir``; returns the trained model in eval mode.
 
     Writes ``config.json``, ``log.jsonl`` (one row per ``log_every`` steps: step and loss terms),
     ``ckpt_<step>.pt`` at step 0, every ``checkpoint_every`` steps and at the end, and ``last.pt``
-    (with the optimiser; atomic writes). If ``last.pt`` exists with the same configuration it resumes
-    from it (``resume=True``); a different configuration is an error naming the file. The jitter of
-    step ``k`` is drawn from :func:`~au_lib.train.common.step_generator` ``(seed, k, rank)``.
+    (the engine's checkpoint with the optimiser and history; atomic writes). If ``last.pt`` exists
+    with the same configuration (except :data:`NOT_BINDING`) it resumes from it (``resume=True``); a
+    different configuration is an error naming the file and the fields. In an initialised process
+    group (the caller's, e.g. under ``torchrun``) it trains with DDP.
     """
     from au_lib.provenance import atomic_write_json
-    from au_lib.train import common
 
     t0 = time.perf_counter()
-    dist = common.init_distributed()
-    device = common.process_device(dist, None if device is None else str(device))
+    dist = engine.dist_info()
+    device = engine.process_device(device)
     run_dir = Path(run_dir)
     if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -342,33 +363,27 @@ def train_tcae(cfg: TCAETrainConfig, run_dir: str | Path, data: str | torch.util
         torch.manual_seed(cfg.seed)
         model = TCAE(cfg.model).to(device)
     opt = _make_optimizer(model, cfg)
-    step = 0
-    wall_before = 0.0
-    last = common.latest_checkpoint(run_dir)
-    if resume and last is not None:
-        state = common.load_checkpoint(last, map_location=device)
-        if _resume_key(state.get("config", {})) != _resume_key(cfg_dict):
-            raise ValueError(f"{last}: was written with a different TCAE training config; "
-                             f"use another run directory or resume=False")
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        step = int(state["step"])
-        wall_before = float(state.get("wall_s", 0.0))
+    scaler = engine.grad_scaler(device, cfg.amp)
+    state = engine.resume(run_dir / "last.pt", cfg_dict, ignore=NOT_BINDING, what="TCAE training", model=model,
+                          optimizer=opt, scaler=scaler, map_location=device) if resume else None
+    step, wall_before, history = 0, 0.0, []
+    if state is not None:
+        step, wall_before = int(state["step"]), float(state.get("wall_s", 0.0))
+        history = state.get("history")
+        if history is None:  # written before the engine: the rows are in the log
+            history = engine.JsonlLogger.read(run_dir / "log.jsonl")
+        history = [dict(h) for h in history if h.get("step", 0) <= step]
     if dist.is_main:
         atomic_write_json(run_dir / "config.json", {"train_config": cfg_dict, "data": data_name, "profile": profile})
-    logf = run_dir / "log.jsonl"
-    history = [h for h in common.JsonlLogger.read(logf) if h.get("step", 0) <= step]
-    if dist.is_main:  # drop rows logged after the checkpoint we resume from
-        logf.write_text("".join(json.dumps(h) + "\n" for h in history))
-    logger = common.JsonlLogger(logf)
+    logger = engine.JsonlLogger(run_dir / "log.jsonl")
+    logger.rewrite(history)  # drop rows logged after the checkpoint we resume from
 
     def save(at: int) -> None:
         extra = {"model_config": cfg.model.to_dict(), "data": data_name, "profile": profile,
                  "wall_s": wall_before + time.perf_counter() - t0}
-        common.save_checkpoint(run_dir / "last.pt", model=model, optimizer=opt, epoch=0, step=at,
-                               config=cfg_dict, extra=extra)
-        common.save_checkpoint(run_dir / f"ckpt_{at:07d}.pt", model=model, epoch=0, step=at, config=cfg_dict,
-                               extra=extra)
+        engine.save_checkpoint(run_dir / "last.pt", model=model, optimizer=opt, scaler=scaler, step=at,
+                               history=history, config=cfg_dict, extra=extra)
+        engine.save_checkpoint(run_dir / f"ckpt_{at:07d}.pt", model=model, step=at, config=cfg_dict, extra=extra)
 
     if step == 0:
         save(0)  # the untrained model: the start of every "over training" curve
@@ -376,10 +391,10 @@ def train_tcae(cfg: TCAETrainConfig, run_dir: str | Path, data: str | torch.util
     if ran:
         ds = open_pair_data(data, cfg.model.image_size, profile, cfg.seed, **dict(data_options or {}))
         if cfg.pool_pairs and data in ("synthau", "synth"):  # rendered on the fly: too slow to stream on a CPU
-            from au_lib.data.prepared import cache_root
+            from au_lib.cache import cache_dir
 
             opts = "_".join(f"{k}{v}" for k, v in sorted((data_options or {}).items()) if k != "progress")
-            pool_path = cache_root() / "tcae" / "pools" / f"{data}_{opts}_{cfg.model.image_size}px_{cfg.pool_pairs}_s{cfg.seed}.pt"
+            pool_path = cache_dir("tcae", "pools", f"{data}_{opts}_{cfg.model.image_size}px_{cfg.pool_pairs}_s{cfg.seed}.pt")
             ds = pair_pool(ds, cfg.pool_pairs, pool_path if dist.is_main else None, cfg.seed, progress)
         sampler = None
         if dist.distributed:
@@ -390,41 +405,25 @@ def train_tcae(cfg: TCAETrainConfig, run_dir: str | Path, data: str | torch.util
             drop_last=len(ds) >= cfg.batch_size * dist.world_size, num_workers=cfg.num_workers,
             collate_fn=collate_pairs, generator=torch.Generator().manual_seed(cfg.seed + 1000 * step),
             persistent_workers=cfg.num_workers > 0)
-        net: nn.Module = _LossModule(model)
-        if dist.distributed:
-            net = nn.parallel.DistributedDataParallel(
-                net, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
+        net = engine.wrap(_LossModule(model), device, compile=compile, broadcast_buffers=False)
         model.train()
-        bar = common.progress(total=cfg.steps, initial=step, desc="train-tcae", enabled=progress)
-        it = _infinite(loader, sampler)
-        acc: dict[str, float] = {}
-        n_acc = 0
+        bar = engine.progress(total=cfg.steps, initial=step, desc="train-tcae", enabled=progress)
+        batches = _infinite(loader, sampler)
+        step_fn = tcae_step(cfg, device)
+        meter = engine.Meter()
         while step < cfg.steps:
-            batch = next(it)
-            src = batch["source"].to(device, non_blocking=True)
-            tgt = batch["target"].to(device, non_blocking=True)
-            if cfg.jitter:
-                src, tgt = jitter_pairs(src, tgt, cfg, common.step_generator(cfg.seed, step, dist.rank))
-            with common.autocast(device, enabled=cfg.amp):
-                terms = net(src, tgt)
-            loss = terms["total"]
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"train-tcae: non-finite loss at step {step} in {run_dir}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-            for k, v in terms.items():
-                if k != "_output":
-                    acc[k] = acc.get(k, 0.0) + float(v.detach())
-            n_acc += 1
-            bar.update(1)
+            # run to the next log or checkpoint boundary; a log row averages the updates since the last row
+            n = min(cfg.log_every - step % cfg.log_every, cfg.checkpoint_every - step % cfg.checkpoint_every,
+                    cfg.steps - step)
+            meter, step = engine.train_one_epoch(step_fn, net, batches, opt, device=device, step=step, max_batches=n,
+                                                 amp=cfg.amp, scaler=scaler, meter=meter, bar=bar,
+                                                 desc=f"train-tcae in {run_dir}")
             if step % cfg.log_every == 0 or step == cfg.steps:
-                row = {"step": step, **{k: round(v / n_acc, 6) for k, v in acc.items()}}
+                row = {"step": step, **{k: round(v, 6) for k, v in meter.means().items() if k != "loss"}}
                 history.append(row)
                 logger.log(**row)
                 bar.set_postfix(loss=f"{row['total']:.3f}", recon=f"{row['recon']:.3f}")
-                acc, n_acc = {}, 0
+                meter = engine.Meter()
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
                 save(step)
         bar.close()
@@ -437,9 +436,7 @@ def train_tcae(cfg: TCAETrainConfig, run_dir: str | Path, data: str | torch.util
         save_result(result, {"train_config": cfg_dict, "data": data_name},
                     {"step": step, **(history[-1] if history else {})},
                     make_provenance(profile, wall, device))
-    if dist.distributed:
-        torch.distributed.barrier()
-        common.cleanup_distributed()
+    engine.barrier()
     return TCAERun(model.eval(), run_dir, step, history, wall)
 
 
@@ -476,21 +473,5 @@ def showcase_indices(dataset: torch.utils.data.Dataset, n: int = 16, seed: int =
     return [min(len(dataset) - 1, int(off + i * stride)) for i in range(k)]
 
 
-@torch.no_grad()
-def evaluate_checkpoints(run_dir: str | Path, batch: Mapping[str, torch.Tensor],
-                         device: str | torch.device = "cpu") -> list[dict]:
-    """:func:`~au_lib.models.tcae.disentanglement_metrics` of every ``ckpt_<step>.pt`` in ``run_dir``
-    on ``batch`` (synthetic pairs with ground truth) -> ``[{"step": s, **metrics}]`` by step."""
-    rows = []
-    ckpts = checkpoint_paths(run_dir)
-    if not ckpts:
-        raise FileNotFoundError(f"no ckpt_<step>.pt checkpoints in {run_dir}")
-    for step, path in ckpts:
-        model = load_tcae(path, map_location=device).to(device)
-        rows.append({"step": step, **disentanglement_metrics(model, batch)})
-    return rows
-
-
 __all__ = ["TCAETrainConfig", "TRAIN_PROFILES", "OFFICIAL_SWITCHES", "train_config", "ToyPairs", "open_pair_data",
-           "jitter_pairs", "collate_pairs", "PairPool", "pair_pool", "showcase_indices", "train_tcae", "TCAERun", "checkpoint_paths", "fixed_batch",
-           "evaluate_checkpoints"]
+           "jitter_pairs", "collate_pairs", "PairPool", "pair_pool", "showcase_indices", "train_tcae", "TCAERun", "default_run_dir", "checkpoint_paths", "fixed_batch"]

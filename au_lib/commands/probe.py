@@ -1,13 +1,11 @@
-"""``au-lib evaluate``: linear probes (BatchNorm + Linear) on frozen features under the 3-fold AU
-protocol, e.g. TCAE's AU vs pose embedding, or the MCM encoder. Writes a result file."""
+"""``au-lib probe`` (formerly ``evaluate``): linear probes (BatchNorm + Linear) on frozen features under
+the 3-fold AU protocol, e.g. TCAE's AU vs pose embedding, or the MCM encoder. Writes a result file."""
 
 from __future__ import annotations
 
 import argparse
 
 from au_lib.commands import finetune as _ft
-
-HELP = "linear-probe frozen features (TCAE, MCM, pixels) under the 3-fold AU protocol; write a result file"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

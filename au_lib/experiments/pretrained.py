@@ -1,0 +1,48 @@
+"""The pre-trained models the detection chapter evaluates: reuse the profile's finished run, else
+train one (both resumable). MCM: ``<cache>/mcm/<profile>``; TCAE: the default SynthAU run
+(:func:`au_lib.train.tcae.default_run_dir`), else ``<cache>/detection/tcae/<profile>``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from au_lib.cache import cache_dir
+from au_lib.profiles import current_profile
+
+
+def pretrained_mcm(profile: str | None = None, progress: bool = False) -> tuple[Path, dict]:
+    """The MCM encoder checkpoint of ``profile`` and its run summary (a result dict).
+
+    Reuses the run in ``<cache>/mcm/<profile>`` (the MCM chapter's) when finished; otherwise
+    pre-trains it with :func:`au_lib.train.pretrain.run_pretraining`, which resumes a partial run.
+    """
+    from au_lib.train.pretrain import resolve_config, run_pretraining
+
+    profile = profile or current_profile()
+    run = run_pretraining(resolve_config(profile), "synthau", cache_dir("mcm", profile), profile=profile,
+                          show_progress=progress)
+    return Path(run["path"]).parent / run["extra"]["checkpoint"], run
+
+
+def pretrained_tcae(profile: str | None = None, progress: bool = False) -> tuple[Path, dict]:
+    """A trained TCAE checkpoint for ``profile`` and a description of where it came from.
+
+    Reuses the profile's default SynthAU run (:func:`au_lib.train.tcae.default_run_dir`, where the
+    TCAE chapter and ``au-lib train-tcae`` train) when its checkpoint has done the steps its config
+    asks for; otherwise trains :func:`au_lib.train.tcae.train_config` ``(profile)`` into
+    ``<cache>/detection/tcae/<profile>`` (resumable).
+    """
+    from au_lib.train.engine import read_checkpoint
+    from au_lib.train.tcae import default_run_dir, train_config, train_tcae
+
+    profile = profile or current_profile()
+    shared = default_run_dir("synthau", profile)
+    if (shared / "last.pt").exists():
+        state = read_checkpoint(shared / "last.pt")
+        if int(state.get("step", -1)) >= int(state.get("config", {}).get("steps", 1 << 60)):
+            return shared / "last.pt", {"run_dir": str(shared), "steps": int(state["step"]), "reused": True}
+    run_dir = cache_dir("detection", "tcae", profile)
+    run = train_tcae(train_config(profile), run_dir, data="synthau", progress=progress, profile=profile)
+    return run_dir / "last.pt", {"run_dir": str(run_dir), "steps": run.step, "reused": False,
+                                 "wall_time_s": run.wall_time_s}
