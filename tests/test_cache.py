@@ -12,14 +12,14 @@ def test_env_var_wins_and_every_helper_agrees(monkeypatch, tmp_path):
     from au_lib.data import prepared
     from au_lib.data.synth import assets, generate
     from au_lib.experiments import ablations, protocol
-    from au_lib.ops import warp_cpu
+    from au_lib import cext
 
     root = tmp_path / "c"
     assert cache_root() == root and cache_dir("mcm", "cpu") == root / "mcm" / "cpu"
     assert prepared.cache_root() == assets.cache_root() == protocol.cache_dir() == ablations.cache_dir() == root
     assert generate.default_root() == root / "synthau" and assets.asset_dir() == root / "pyfeat"
     monkeypatch.delenv("AU_EXT_DIR", raising=False)
-    assert warp_cpu._cache_dir() == root / "ext"
+    assert cext.cache_dir() == root / "ext"  # the C kernels (warp, SynthAU rasteriser)
     monkeypatch.setenv("AU_CACHE", "~/somewhere")
     assert cache_root() == Path.home() / "somewhere"
 
