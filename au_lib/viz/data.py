@@ -175,7 +175,7 @@ def show_learnability(results: dict[str, dict]):
     ``results``: view name -> the dict of :func:`au_lib.experiments.learnability.run_learnability`."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(results), figsize=(6.5 * len(results), 3.0), squeeze=False)
+    fig, axes = plt.subplots(1, len(results), figsize=(6.5 * len(results), 3.3), squeeze=False)
     for ax, (view, r) in zip(axes[0], results.items()):
         aus = r["aus"]
         x = np.arange(len(aus) + 1)
@@ -188,6 +188,7 @@ def show_learnability(results: dict[str, dict]):
         ax.set_ylim(0, 100)
         ax.set_ylabel("F1 (%)")
         ax.set_title(f"{view}-like view, held-out subjects", fontsize=9)
-    axes[0, 0].legend(fontsize=7, frameon=False, ncol=2, loc="upper left")
-    fig.tight_layout()
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, frameon=False, ncol=4, loc="lower center")
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     return fig
