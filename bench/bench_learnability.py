@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""SynthAU's learnability bar: a ResNet-18 from scratch and a pixel probe on the BP4D-like and DISFA-like
+"""SynthAU's learnability bar: a small ResNet from scratch and a pixel probe on the BP4D-like and DISFA-like
 views (fold 1), thresholds from validation subjects, F1 on held-out subjects, beside "every AU present".
 
 Targets (SynthAU v3): mean F1 >= 80 on BP4D-like (every AU >= 50) and >= 75 on DISFA-like, a small
@@ -46,7 +46,7 @@ def main(argv=None) -> int:
         train = 100 * r["cnn"]["train"]["mean"]
         worst = min(zip(r["cnn"]["test"]["per_au"], r["aus"]))
         ok = cnn >= TARGETS[view] and (view != "bp4d" or 100 * worst[0] >= 50)
-        print(f"{view}: ResNet-18 {cnn:.1f} (train {train:.1f}; worst AU{worst[1]} {100 * worst[0]:.1f}) | "
+        print(f"{view}: {r['settings']['arch']} {cnn:.1f} (train {train:.1f}; worst AU{worst[1]} {100 * worst[0]:.1f}) | "
               f"pixel probe {probe:.1f} | all present {base:.1f} | target {TARGETS[view]:.0f}: "
               f"{'met' if ok else 'MISSED'} | {r['wall_s'] / 60:.1f} min")
     wall = time.perf_counter() - t0

@@ -1,6 +1,6 @@
 """Can a model see the AUs? A supervised bar for SynthAU, and a linear probe on raw pixels.
 
-``run_learnability(view)`` trains a ResNet-18 from scratch (torchvision, random initialisation) on the
+``run_learnability(view)`` trains a small ResNet from scratch (torchvision, random initialisation) on the
 training subjects of fold 1 of a SynthAU view, chooses per-AU thresholds on validation subjects carved
 from the training subjects, and scores the held-out test subjects (per-AU F1, pooled frames). Beside
 it: a logistic-regression probe on 32x32 grey pixels (same split, same threshold rule), the
@@ -25,10 +25,12 @@ from au_lib.profiles import pick
 
 @dataclass(frozen=True)
 class LearnabilitySettings:
-    """Budget of the bar: optimiser steps per view, batch size, learning rate (AdamW, cosine),
+    """Budget of the bar: the network (``resnet18``, or ``resnet10``: torchvision's ResNet with one
+    basic block per stage), optimiser steps per view, batch size, learning rate (AdamW, one-cycle),
     weight decay, random shift in pixels, validation fraction of the training subjects."""
 
     steps: int
+    arch: str = "resnet10"
     batch: int = 64
     lr: float = 2e-3
     weight_decay: float = 0.05
@@ -43,6 +45,18 @@ LEARNABILITY_PROFILES: dict[str, LearnabilitySettings] = {
     "cpu": LearnabilitySettings(steps=700),
     "paper": LearnabilitySettings(steps=3000, batch=128),
 }
+
+
+def _network(arch: str, n_out: int) -> torch.nn.Module:
+    """A torchvision ResNet at random initialisation: ``resnet18`` or ``resnet10`` (one basic block per stage)."""
+    from torchvision.models import resnet18
+    from torchvision.models.resnet import BasicBlock, ResNet
+
+    if arch == "resnet18":
+        return resnet18(weights=None, num_classes=n_out)
+    if arch == "resnet10":
+        return ResNet(BasicBlock, [1, 1, 1, 1], num_classes=n_out)
+    raise ValueError(f"unknown network {arch!r}: use 'resnet18' or 'resnet10'")
 
 
 def _split(view: str, profile: str | None, seed: int) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
@@ -128,7 +142,6 @@ def run_learnability(view: str = "bp4d", *, profile: str | None = None, seed: in
     F1 per AU with validation thresholds, and train F1), ``probe`` (pixel probe), ``all_present``
     (baseline F1 per AU on the test frames), ``rates`` (test occurrence) and ``wall_s``.
     """
-    from torchvision.models import resnet18
     from tqdm.auto import tqdm
 
     from au_lib.data.synth import open_dataset
@@ -142,7 +155,7 @@ def run_learnability(view: str = "bp4d", *, profile: str | None = None, seed: in
     aus = sets["train"].aus
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    model = resnet18(weights=None, num_classes=len(aus))
+    model = _network(cfg.arch, len(aus))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.1)
     pw = _pos_weight(y_tr)

@@ -169,7 +169,7 @@ def show_rates_vs_reference(rates: np.ndarray, reference: dict[int, float], aus:
 
 
 def show_learnability(results: dict[str, dict]):
-    """Per-AU test F1 (in %) of the learnability bar for each view: ResNet-18 from scratch, the same on
+    """Per-AU test F1 (in %) of the learnability bar for each view: a ResNet from scratch, the same on
     its training frames, a logistic probe on 32x32 grey pixels, and "every AU present".
 
     ``results``: view name -> the dict of :func:`au_lib.experiments.learnability.run_learnability`."""
@@ -179,7 +179,8 @@ def show_learnability(results: dict[str, dict]):
     for ax, (view, r) in zip(axes[0], results.items()):
         aus = r["aus"]
         x = np.arange(len(aus) + 1)
-        series = [("ResNet-18, test", r["cnn"]["test"], "tab:blue"), ("ResNet-18, train", r["cnn"]["train"], "tab:cyan"),
+        net = r["settings"].get("arch", "resnet18")
+        series = [(f"{net}, test", r["cnn"]["test"], "tab:blue"), (f"{net}, train", r["cnn"]["train"], "tab:cyan"),
                   ("pixel probe, test", r["probe"]["test"], "tab:orange"), ("all present", r["all_present"], "tab:gray")]
         for k, (name, s, colour) in enumerate(series):
             vals = 100 * np.array([np.nan if v is None else v for v in s["per_au"]] + [s["mean"]], dtype=float)
