@@ -7,7 +7,7 @@ intensity per AU on the FACS 0-5 scale, and the intensity of an AU at a frame is
 events (apex from B to E). Blinks (AU43) are added at random, and AUs that BP4D subjects often hold
 are held through a whole video at a clearly visible level (B to D) with probabilities :data:`HOLD`,
 tuned so that the BP4D-like occurrence rates match BP4D's (:data:`.calibration.BP4D_RATES`, within
-0.04 per AU). Head pose drifts smoothly (a sum of random sinusoids with periods of 8-40 frames, so
+0.05 per AU). Head pose drifts smoothly (a sum of random sinusoids with periods of 8-40 frames, so
 two frames of a video differ by a few degrees) within yaw +-30, pitch +-20, roll +-15 degrees, with
 small translation and scale changes that the aligned crop removes (see :func:`.render.align_crop`).
 """
