@@ -36,6 +36,7 @@ from au_lib.data.sources import (ImageFolderSource, MissingFrame, UnreadableFram
 
 import real_fixtures as fx
 from _fake_align import FakeAligner
+from _processes import alive
 
 HERE = Path(__file__).resolve().parent
 AUS, INT_AUS = (1, 2), (6,)
@@ -95,15 +96,6 @@ def write_video(path: Path, n: int = 6, drop: int | None = None) -> None:
                     c.mux(pkt)
         for pkt in st.encode():
             c.mux(pkt)
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    status = Path(f"/proc/{pid}/status")
-    return not (status.exists() and "\nState:\tZ" in status.read_text())
 
 
 # ------------------------------------------------------------------------------------------ label files

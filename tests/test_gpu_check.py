@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from _processes import alive as _alive
 
 from au_lib.gpu_check import (SCHEMA, GPUCheckReportError, gpu_check_lines, load_gpu_check, show_gpu_check,
                               validate_report)
@@ -161,15 +162,6 @@ def test_failures_are_recorded_and_the_next_section_still_runs(tmp_path):
     assert by["bug"]["status"] == "failed" and "could not read its results: KeyError" in by["bug"]["error"]
     assert by["fine"]["status"] == "ok"
     assert report["counts"] == {"ok": 1, "failed": 3, "skipped": 0}
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    status = Path(f"/proc/{pid}/status")
-    return not (status.exists() and "\nState:\tZ" in status.read_text())
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="process groups and /proc as on the GPU machine")
