@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -153,6 +154,27 @@ class FaceModel:
         self.closure = torch.tensor(self._lip_closure(), **f32)  # (478, 3)
         self._open_cols = [a.au_columns.index(25), a.au_columns.index(26)]
         self.topology = self._topology()
+
+    @cached_property
+    def warming(self) -> torch.Tensor:
+        """(20, V) skin warming per unit of each AU (:func:`.thermal.muscle_warming_basis`), built once."""
+        from au_lib.data.synth.thermal import muscle_warming_basis
+
+        return muscle_warming_basis(self)
+
+    @cached_property
+    def furrowed(self) -> list[int]:
+        """Columns of :attr:`au_columns` whose AUs draw furrows (:data:`.appearance.FURROW_AUS`)."""
+        from au_lib.data.synth.appearance import FURROW_AUS
+
+        return [k for k, a in enumerate(self.au_columns) if a in FURROW_AUS]
+
+    @cached_property
+    def furrows(self) -> torch.Tensor:
+        """(K, R, R) furrow pattern at E of the AUs in :attr:`furrowed`, over the UV chart, built once."""
+        from au_lib.data.synth.appearance import furrow_textures
+
+        return furrow_textures(self, tuple(self.au_columns[k] for k in self.furrowed))
 
     def _calibrated_motion(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Each AU's motion at intensity E: py-feat's basis inside the AU's region

@@ -29,13 +29,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from au_lib.data.synth.appearance import DENT, FURROW_AUS, furrow_textures
+from au_lib.data.synth.appearance import DENT
 from au_lib.data.synth.calibration import intensity_curve
 from au_lib.data.synth.facemodel import PART_SKIN, FaceModel, weighted_sum
 from au_lib.data.synth.identity import Identity, smooth_noise, vertex_albedo, vertex_uv
 from au_lib.data.synth.raster import Fragments, interpolate, rasterize
 from au_lib.data.synth.sequences import Scene
-from au_lib.data.synth.thermal import muscle_warming_basis, normalise_temperature, vertex_temperature
+from au_lib.data.synth.thermal import normalise_temperature, vertex_temperature
 
 PIVOT = (0.0, -0.1, -0.7)
 DEPTH_NEAR, DEPTH_FAR = 1.2, -1.2
@@ -133,12 +133,8 @@ class SubjectRenderer:
         skin = (model.topology.part == PART_SKIN).float()[:, None]
         self.attr_static = torch.cat([self.albedo, uv, skin], -1)  # (V, 6)
         self.temp = vertex_temperature(model, ident)  # (V,)
-        if getattr(model, "_warming", None) is None:  # identity-independent: computed once per model
-            model._warming = muscle_warming_basis(model)
-            model.furrowed = [k for k, a in enumerate(model.au_columns) if a in FURROW_AUS]
-            model._furrows = furrow_textures(model, tuple(model.au_columns[k] for k in model.furrowed))
-        self.warm = model._warming  # (20, V)
-        self.furrows = model._furrows  # (K, R, R) furrow pattern at E of the AUs in ``model.furrowed``
+        self.warm = model.warming  # (20, V), identity-independent: built once per model
+        self.furrows = model.furrows  # (K, R, R) furrow pattern at E of the AUs in ``model.furrowed``
         tex = np.stack([ident.texture, ident.thermal_texture])
         self.texture = torch.tensor(tex, dtype=torch.float32, device=dev)[None]  # (1, 2, R, R)
         self._bg: dict[tuple[int, int], torch.Tensor] = {}
