@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from au_lib.experiments.disentanglement import disentanglement_metrics, end_point_error, leakage
 from au_lib.models.tcae import TCAE, TCAEConfig, count_parameters, load_tcae, tcae_config
 from au_lib.ops.warp import displacement_to_official_flow, official_flow_to_displacement, warp
+from au_lib.models.tcae import PAPER_SETTINGS
 from au_lib.train.tcae import ToyPairs, fixed_batch, jitter_pairs, train_config, train_tcae
 
 torch.set_num_threads(1)
@@ -130,7 +131,8 @@ def test_loss_weights_ratio_and_switches():
     assert w.recon == 10 * w.embedding == 10 * w.cycle == 100 * w.sparsity
     cfg = tcae_config("paper")
     assert cfg.attention == "softmax" and not cfg.detach_cycle_input and not cfg.output_consistency
-    m = TCAE(replace(tcae_config("smoke"), output_consistency=True, attention="tanh_softmax", keep_easiest=0.5))
+    m = TCAE(replace(tcae_config("smoke"), output_consistency=True, attention="tanh_softmax", curriculum=(0.0, 0.5),
+                     zero_init_flow=False))
     terms = m.losses(torch.rand(4, 3, 32, 32), torch.rand(4, 3, 32, 32))
     assert {"out_au", "out_pose"} <= set(terms)
     # tanh-bounded attention: each weight within [0.119, 0.881]
@@ -141,13 +143,21 @@ def test_loss_weights_ratio_and_switches():
 
 
 def test_jitter_translates_independently():
-    cfg = train_config("smoke")
+    cfg = train_config("smoke", jitter="independent")
     img = torch.rand(4, 3, 32, 32)
     a, b = jitter_pairs(img, img.clone(), cfg, torch.Generator().manual_seed(0))
     assert a.shape == b.shape == img.shape
     assert (a - b).abs().mean() > 1e-3             # same image, different crops
     a2, _ = jitter_pairs(img, img.clone(), cfg, torch.Generator().manual_seed(0))
     torch.testing.assert_close(a, a2)              # deterministic given the generator
+    # shared: one crop for both frames (no invented motion), still a crop
+    a, b = jitter_pairs(img, img.clone(), replace(cfg, jitter="shared"), torch.Generator().manual_seed(0))
+    torch.testing.assert_close(a, b)
+    assert (a - img).abs().mean() > 1e-3
+    a, b = jitter_pairs(img, img.clone(), replace(cfg, jitter="off"), torch.Generator().manual_seed(0))
+    assert torch.equal(a, img) and torch.equal(b, img)
+    with pytest.raises(ValueError, match="jitter must be"):
+        train_config("smoke", jitter="sideways")
 
 
 def test_metrics_on_ground_truth():
@@ -160,7 +170,8 @@ def test_metrics_on_ground_truth():
 
 
 def test_trains_resumes_and_identity_gives_small_displacement(tmp_path):
-    cfg = train_config("smoke", steps=60, batch_size=8, jitter=False, checkpoint_every=30, log_every=10, lr=2e-3)
+    cfg = train_config("smoke", steps=60, batch_size=8, jitter="off", checkpoint_every=30, log_every=10, lr=2e-3,
+                       schedule="none", model_overrides=PAPER_SETTINGS)  # random fields to start from
     # a tiny set: 8 moving pairs and 8 still ones (target == source)
     tiny = torch.utils.data.ConcatDataset([ToyPairs(n=8, image_size=32, seed=0, max_shift=1.5, bump=1.0),
                                            ToyPairs(n=8, image_size=32, seed=1, identity=True)])
@@ -179,7 +190,7 @@ def test_trains_resumes_and_identity_gives_small_displacement(tmp_path):
     with torch.no_grad():
         d1 = run.model(ident["source"], ident["target"]).disp.norm(dim=1).mean()
     # unseen still pairs: near-zero motion (pixels), far below the untrained model's
-    assert float(d1) < 0.35 and float(d1) < 0.4 * float(d0), (float(d0), float(d1))
+    assert float(d1) < 0.25 * float(d0), (float(d0), float(d1))
     # checkpoints reload to the same function; a changed config refuses to resume
     m = load_tcae(tmp_path / "run" / "last.pt")
     with torch.no_grad():

@@ -26,10 +26,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint-every", type=int, default=None)
     parser.add_argument("--num-workers", type=int, default=None)
     parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--no-jitter", action="store_true", help="turn off the independent random crops")
+    parser.add_argument("--jitter", choices=("independent", "shared", "off"), default=None,
+                        help="random crops: independent in source and target (the paper's), the same crop in "
+                             "both, or none (default: the profile's)")
+    parser.add_argument("--no-jitter", dest="jitter", action="store_const", const="off", help=argparse.SUPPRESS)
+    parser.add_argument("--schedule", choices=("none", "cosine", "official"), default=None,
+                        help="learning-rate schedule (official: curriculum moves and ReduceLROnPlateau on a "
+                             "validation loss; needs --validate-every)")
+    parser.add_argument("--validate-every", type=int, default=None, help="updates between validations")
+    parser.add_argument("--val-pairs", type=int, default=None, help="held-out pairs for validation")
+    parser.add_argument("--paper-settings", action="store_true",
+                        help="the paper's values of the settings the cpu profile changes: fields bounded to "
+                             "half the image, random initialisation, plain squared-L2 code terms, independent "
+                             "crops, SGD at a constant lr 1e-3")
     parser.add_argument("--official", action="store_true",
-                        help="the released code's switches: tanh-bounded attention, detached cycle input, "
-                             "extra output-consistency terms, curriculum over the easiest 50%%")
+                        help="the released code exactly: tanh-bounded attention, detached cycle input, "
+                             "output-consistency terms, five encoder calls, the curriculum window and its "
+                             "plateau schedule with validation, SGD, independent crops, the paper's settings")
     parser.add_argument("--amp", choices=("auto", "bf16", "fp16", "off"), default=None,
                         help="mixed precision: auto = bf16 on CUDA, fp32 on CPU (the profile's default); "
                              "bf16 also on CPU; fp16 with a grad scaler (CUDA); off = fp32")
@@ -40,17 +53,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from au_lib.train.engine import distributed, log0
-    from au_lib.train.tcae import OFFICIAL_SWITCHES, default_run_dir, train_config, train_tcae
+    from au_lib.models.tcae import PAPER_SETTINGS
+    from au_lib.train.tcae import PAPER_TRAINING, default_run_dir, train_config, train_tcae
 
     profile = args.profile
-    overrides = {k: v for k, v in {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
-                                   "optimizer": args.optimizer, "checkpoint_every": args.checkpoint_every,
-                                   "num_workers": args.num_workers, "seed": args.seed}.items() if v is not None}
-    if args.no_jitter:
-        overrides["jitter"] = False
+    overrides = dict(PAPER_TRAINING) if args.paper_settings else {}
+    overrides.update({k: v for k, v in {
+        "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "optimizer": args.optimizer,
+        "checkpoint_every": args.checkpoint_every, "num_workers": args.num_workers, "seed": args.seed,
+        "jitter": args.jitter, "schedule": args.schedule, "validate_every": args.validate_every,
+        "val_pairs": args.val_pairs}.items() if v is not None})
     if args.amp is not None:
         overrides["amp"] = {"auto": True, "off": False}.get(args.amp, args.amp)
-    cfg = train_config(profile, model_overrides=OFFICIAL_SWITCHES if args.official else None, **overrides)
+    try:
+        cfg = train_config(profile, model_overrides=PAPER_SETTINGS if args.paper_settings else None,
+                           official=args.official, **overrides)
+    except ValueError as exc:  # a setting that makes no sense: one line, exit code 2
+        import sys
+
+        print(f"train-tcae: {exc}", file=sys.stderr)
+        return 2
     out = args.out or default_run_dir(args.data, profile)
     with distributed():
         res = train_tcae(cfg, out, data=args.data, device=args.device, progress=not args.no_progress,

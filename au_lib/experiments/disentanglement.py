@@ -49,11 +49,13 @@ def leakage(pred: torch.Tensor, other_gt: torch.Tensor, mask: torch.Tensor | Non
 def disentanglement_metrics(model: TCAE, batch: Mapping[str, torch.Tensor]) -> dict[str, float]:
     """Score a model on a batch of synthetic pairs with ground truth (keys of ``open_pairs``).
 
-    Pixels are scored where the ground truth is defined: ``vis_au`` for the AU field, ``vis_pose``
-    for the pose field, ``vis_target`` for the mix (all pixels when the batch has no such mask, e.g.
-    :class:`~au_lib.train.tcae.ToyPairs`); AU leakage/capture only where the ground-truth AU motion exceeds 0.05 px. Returns batch means of: ``epe_au``, ``epe_pose``, ``epe_total`` (pixels, over the visible mask),
+    Pixels are scored on the face where the ground truth is defined: ``face_au`` for the AU field,
+    ``face_pose`` for the pose field, ``face_target`` for the mix (else ``vis_*``, else all pixels,
+    e.g. :class:`~au_lib.train.tcae.ToyPairs`; background pixels never move, so counting them would
+    flatter the all-zero field); AU leakage/capture only where the ground-truth AU motion exceeds 0.05 px. Returns batch means of: ``epe_au``, ``epe_pose``, ``epe_total`` (pixels, over the visible mask),
     ``epe_au_zero``/``epe_pose_zero`` (the same for an all-zero prediction, a baseline),
     ``photo_au``/``photo_pose`` (mean |predicted - ground-truth render|, intensities in [0, 1]),
+    ``photo_au_source``/``photo_pose_source`` (the same for the unchanged source, the baseline),
     ``photo_recon`` (|rebuilt - target|), ``leak_pose_in_au`` (``leakage(tau_A, gt_pose)``),
     ``leak_au_in_pose`` (``leakage(tau_P, gt_au)``) and ``capture_au``/``capture_pose`` (the
     leakage coefficient of each branch onto its own ground truth; 1 = all of it captured).
@@ -67,11 +69,11 @@ def disentanglement_metrics(model: TCAE, batch: Mapping[str, torch.Tensor]) -> d
     gt_tot = batch.get("disp_target", None)
     B, H, W = src.shape[0], *src.shape[-2:]
 
-    def mask_of(key: str) -> torch.Tensor | None:
-        m = batch.get(key)
+    def mask_of(which: str) -> torch.Tensor | None:
+        m = batch.get(f"face_{which}", batch.get(f"vis_{which}"))
         return None if m is None else m.to(dev).reshape(B, H, W) > 0.5
 
-    m_au, m_pose, m_tot = mask_of("vis_au"), mask_of("vis_pose"), mask_of("vis_target")
+    m_au, m_pose, m_tot = mask_of("au"), mask_of("pose"), mask_of("target")
     moving_au = gt_au.norm(dim=1) > 0.05          # where the AUs move anything
     au_mask = moving_au if m_au is None else moving_au & m_au
     au_mask_p = moving_au if m_pose is None else moving_au & m_pose
@@ -82,6 +84,8 @@ def disentanglement_metrics(model: TCAE, batch: Mapping[str, torch.Tensor]) -> d
         "epe_pose_zero": end_point_error(torch.zeros_like(gt_pose), gt_pose, m_pose),
         "photo_au": (out.au_changed - batch["au_changed"].to(dev)).abs().flatten(1).mean(1),
         "photo_pose": (out.pose_changed - batch["pose_changed"].to(dev)).abs().flatten(1).mean(1),
+        "photo_au_source": (src - batch["au_changed"].to(dev)).abs().flatten(1).mean(1),
+        "photo_pose_source": (src - batch["pose_changed"].to(dev)).abs().flatten(1).mean(1),
         "photo_recon": (out.recon - tgt).abs().flatten(1).mean(1),
         "leak_pose_in_au": leakage(out.disp_au, gt_pose, m_au),
         "leak_au_in_pose": leakage(out.disp_pose, gt_au, au_mask_p),

@@ -22,7 +22,24 @@ with the paper's choice as default (where it is known):
   before morphing it back, so the cycle trains only the inverse decoder pass);
 - ``output_consistency=False`` (Fig. 2) vs ``True`` (code adds ``|phi(T_hat)-phi_t|^2`` and
   ``|psi(T_hat)-psi_t|^2``);
-- ``keep_easiest=1.0`` vs the code's curriculum (average only the easiest fraction of the batch).
+- ``curriculum=None`` (every sample) vs the code's curriculum window ``(lo, hi)``: each loss term is
+  averaged over the samples ranked ``int(lo B) .. int(hi B)`` by that term (the code starts at
+  ``(0, 0.5)``; the training loop moves the window, see :mod:`au_lib.train.tcae`);
+- ``encoder_calls="batched"`` (one encoder call for source and target, one for the changed images:
+  BatchNorm shares statistics) vs ``"separate"`` (the code: five calls, target, source, pose-changed,
+  AU-changed, rebuilt target, each with its own batch statistics).
+
+Fixed to the code (no switch; the paper does not say otherwise): every convolution has a bias; the
+decoder is ``log2(H) - 1`` blocks of Upsample(x2, bilinear, ``align_corners=False``, PyTorch 0.4.1's
+default) -> Conv3x3 -> BN -> ReLU, then Upsample and a Conv3x3 to 3 channels; the sparsity L1 is
+taken on the *clamped* AU displacement (``clamp(grid + flow) - grid``: the part of the field that
+stays inside the image, which is what the warp uses).
+
+Settings that make a small model learn on a CPU budget (the paper's value in brackets; the ``cpu``
+profile changes them, the chapter measures each): ``max_displacement`` [1.0, half the image],
+``zero_init_flow`` [False: the last decoder conv starts at zero so the untrained fields are zero,
+not pixels of noise], ``embedding_loss`` [``"l2"``; ``"scaled"`` divides each squared distance by
+the batch variance of the reference code, so shrinking the codes cannot lower it].
 
 Loss weights keep the authors' ratio: reconstruction 10x the consistency terms, 100x the L1
 sparsity term on ``tau_A`` (code: 10, 1, 0.1).
@@ -59,20 +76,23 @@ class TCAEConfig:
     """Sizes and switches of a TCAE model.
 
     ``image_size`` must equal ``2 ** (len(trunk_channels) + len(branch_channels))`` (each conv halves
-    the size down to 1x1) and ``len(decoder_channels)`` must be ``log2(image_size)`` (each block
-    doubles it back).
+    the size down to 1x1) and ``len(decoder_channels)`` must be ``log2(image_size) - 1`` (each block
+    doubles the size; a last upsampling before the output convolution reaches the image size).
     """
 
     image_size: int = 256
     in_channels: int = 3
     trunk_channels: tuple[int, ...] = (32, 64, 128, 256, 256)
     branch_channels: tuple[int, ...] = (256, 256, EMBED_DIM)
-    decoder_channels: tuple[int, ...] = (256, 256, 256, 256, 128, 64, 32, 32)
+    decoder_channels: tuple[int, ...] = (256, 256, 256, 256, 128, 64, 32)
     max_displacement: float = 1.0   # tanh bound in normalised units (1.0 = half the image, as the code)
     attention: str = "softmax"       # "softmax" (paper) | "tanh_softmax" (official code)
     detach_cycle_input: bool = False
     output_consistency: bool = False
-    keep_easiest: float = 1.0        # <1: the code's curriculum (mean over the easiest fraction)
+    curriculum: tuple[float, float] | None = None  # the code: (0.0, 0.5), moved by the training loop
+    encoder_calls: str = "batched"   # "batched" | "separate" (official: five calls)
+    zero_init_flow: bool = False     # last decoder conv initialised to zero (fields start at 0)
+    embedding_loss: str = "l2"       # "l2" (paper, code) | "scaled" (divided by the code's batch variance)
     padding_mode: str = "border"     # the code clamps the grid to [-1, 1]: border sampling
     weights: TCAELossWeights = field(default_factory=TCAELossWeights)
 
@@ -81,13 +101,21 @@ class TCAEConfig:
         if self.image_size != 2 ** depth:
             raise ValueError(f"TCAEConfig: image_size={self.image_size} needs {int(math.log2(max(self.image_size, 1)))} "
                              f"stride-2 convs, got trunk {len(self.trunk_channels)} + branch {len(self.branch_channels)}")
-        if len(self.decoder_channels) != depth:
-            raise ValueError(f"TCAEConfig: decoder_channels needs {depth} entries for image_size={self.image_size}, "
-                             f"got {len(self.decoder_channels)}")
+        if len(self.decoder_channels) != depth - 1:
+            raise ValueError(f"TCAEConfig: decoder_channels needs {depth - 1} entries for image_size={self.image_size} "
+                             f"(then one upsampling and the output conv), got {len(self.decoder_channels)}")
         if self.attention not in ("softmax", "tanh_softmax"):
             raise ValueError(f"TCAEConfig: attention must be 'softmax' or 'tanh_softmax', got {self.attention!r}")
-        if not 0.0 < self.keep_easiest <= 1.0:
-            raise ValueError(f"TCAEConfig: keep_easiest must be in (0, 1], got {self.keep_easiest}")
+        if self.curriculum is not None:
+            lo, hi = self.curriculum
+            if not 0.0 <= lo < hi <= 1.0:
+                raise ValueError(f"TCAEConfig: curriculum window must satisfy 0 <= lo < hi <= 1, got {self.curriculum}")
+        if self.encoder_calls not in ("batched", "separate"):
+            raise ValueError(f"TCAEConfig: encoder_calls must be 'batched' or 'separate', got {self.encoder_calls!r}")
+        if self.embedding_loss not in ("l2", "scaled"):
+            raise ValueError(f"TCAEConfig: embedding_loss must be 'l2' or 'scaled', got {self.embedding_loss!r}")
+        if not self.max_displacement > 0:
+            raise ValueError(f"TCAEConfig: max_displacement must be > 0, got {self.max_displacement}")
 
     @property
     def embed_dim(self) -> int:
@@ -103,19 +131,31 @@ class TCAEConfig:
         for k in ("trunk_channels", "branch_channels", "decoder_channels"):
             if k in d:
                 d[k] = tuple(d[k])
+        if d.get("curriculum") is not None:
+            d["curriculum"] = tuple(d["curriculum"])
         return cls(**d, weights=TCAELossWeights(**w) if isinstance(w, dict) else w)
 
 
 TCAE_PROFILES: dict[str, TCAEConfig] = {
     # CI: 32 px, tiny widths (embeddings stay 256-d so the probes see the same interface).
     "smoke": TCAEConfig(image_size=32, trunk_channels=(8, 16, 32), branch_channels=(64, EMBED_DIM),
-                        decoder_channels=(64, 32, 32, 16, 8)),
-    # A laptop: 64 px, about a quarter of the paper's widths.
+                        decoder_channels=(64, 32, 16, 8), max_displacement=0.25, zero_init_flow=True),
+    # A laptop: 64 px, about a quarter of the paper's widths; fields bounded to +-8 px and starting at
+    # zero (see the module docstring; the chapter measures what each setting does).
     "cpu": TCAEConfig(image_size=64, trunk_channels=(16, 32, 64, 128), branch_channels=(256, EMBED_DIM),
-                      decoder_channels=(256, 128, 128, 64, 32, 16)),
-    # The paper / official code: 256x256, five trunk convs, three per branch, eight decoder blocks.
+                      decoder_channels=(256, 128, 64, 32, 16), max_displacement=0.25, zero_init_flow=True),
+    # The paper / official code: 256x256, five trunk convs, three per branch, seven decoder blocks
+    # (512->256->256->256->256->128->64->32), then Upsample and the 32->3 output conv.
     "paper": TCAEConfig(),
 }
+
+PAPER_SETTINGS: dict[str, object] = {"max_displacement": 1.0, "zero_init_flow": False, "embedding_loss": "l2"}
+"""The paper's (and the code's) values of the settings the ``cpu`` profile changes to make a small model learn."""
+
+OFFICIAL_SWITCHES: dict[str, object] = {"attention": "tanh_softmax", "detach_cycle_input": True,
+                                        "output_consistency": True, "curriculum": (0.0, 0.5),
+                                        "encoder_calls": "separate", **PAPER_SETTINGS}
+"""Every model switch set as the released code has it (``train-tcae --official``)."""
 
 
 def tcae_config(profile: str | None = None, **overrides) -> TCAEConfig:
@@ -124,7 +164,7 @@ def tcae_config(profile: str | None = None, **overrides) -> TCAEConfig:
 
 
 def _down(cin: int, cout: int, last: bool = False) -> nn.Sequential:
-    conv = nn.Conv2d(cin, cout, 4, 2, 1, bias=last)
+    conv = nn.Conv2d(cin, cout, 4, 2, 1)  # with bias, as the code
     return nn.Sequential(conv) if last else nn.Sequential(conv, nn.BatchNorm2d(cout), nn.LeakyReLU(0.2, True))
 
 
@@ -156,9 +196,10 @@ class TCAEEncoder(nn.Module):
 class TCAEDecoder(nn.Module):
     """``[emb_a, emb_b]`` (``B x 2D``) -> 3 maps at image resolution: 2 displacement + 1 attention logit.
 
-    ReLU on the input, then blocks of ``Upsample(x2, bilinear) -> Conv3x3 -> BN -> ReLU``, a final
-    Conv3x3 to 3 channels. The displacement is ``max_displacement * tanh`` in normalised units and
-    returned in **pixels** (paper convention); the attention logit is returned raw.
+    ReLU on the input, then ``len(decoder_channels)`` blocks of ``Upsample(x2, bilinear) -> Conv3x3 ->
+    BN -> ReLU``, one more ``Upsample(x2)`` and a Conv3x3 to 3 channels (``generate_decoder_layers``
+    of the code: 7 blocks at 256 px). The displacement is ``max_displacement * tanh`` in normalised
+    units, returned in **pixels** (paper convention); the attention logit is returned raw.
     """
 
     def __init__(self, cfg: TCAEConfig) -> None:
@@ -167,9 +208,13 @@ class TCAEDecoder(nn.Module):
         chans = (2 * cfg.embed_dim,) + tuple(cfg.decoder_channels)
         layers: list[nn.Module] = [nn.ReLU()]
         for a, b in zip(chans[:-1], chans[1:]):
-            layers += [nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True),
-                       nn.Conv2d(a, b, 3, 1, 1, bias=False), nn.BatchNorm2d(b), nn.ReLU(True)]
-        layers.append(nn.Conv2d(chans[-1], 3, 3, 1, 1))
+            layers += [nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+                       nn.Conv2d(a, b, 3, 1, 1), nn.BatchNorm2d(b), nn.ReLU(True)]
+        out = nn.Conv2d(chans[-1], 3, 3, 1, 1)
+        if cfg.zero_init_flow:  # fields (and attention logits) start at exactly zero
+            nn.init.zeros_(out.weight)
+            nn.init.zeros_(out.bias)
+        layers += [nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False), out]
         self.net = nn.Sequential(*layers)
 
     def forward(self, emb_a: torch.Tensor, emb_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -234,13 +279,22 @@ class TCAE(nn.Module):
         return mix_displacements(disp_au, disp_pose, logit_au, logit_pose)
 
     # -- forward ---------------------------------------------------------------------------------
+    def _encode_pair(self, source: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``(phi_s, phi_t, psi_s, psi_t)``: one encoder call (``batched``) or the code's two."""
+        if self.cfg.encoder_calls == "separate":
+            psi_t, phi_t = self.encoder(target)[::-1]   # the code encodes the target first
+            psi_s, phi_s = self.encoder(source)[::-1]
+            return phi_s, phi_t, psi_s, psi_t
+        B = source.shape[0]
+        phi, psi = self.encoder(torch.cat([source, target]))
+        return phi[:B], phi[B:], psi[:B], psi[B:]
+
     def forward(self, source: torch.Tensor, target: torch.Tensor) -> TCAEOutput:
         """Predict displacements and warped images for ``source, target`` (``B x C x H x W``)."""
         self._check(source, "source")
         self._check(target, "target")
         B = source.shape[0]
-        phi, psi = self.encoder(torch.cat([source, target]))
-        phi_s, phi_t, psi_s, psi_t = phi[:B], phi[B:], psi[:B], psi[B:]
+        phi_s, phi_t, psi_s, psi_t = self._encode_pair(source, target)
         disp_au, logit_au = self.au_decoder(phi_s, phi_t)
         disp_pose, logit_pose = self.pose_decoder(psi_s, psi_t)
         disp, w = self.mix(disp_au, logit_au, disp_pose, logit_pose)
@@ -249,57 +303,87 @@ class TCAE(nn.Module):
         return TCAEOutput(disp_au, disp_pose, disp, w, recon, au_changed, pose_changed,
                           emb={"phi_s": phi_s, "phi_t": phi_t, "psi_s": psi_s, "psi_t": psi_t})
 
-    def losses(self, source: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _encode_changed(self, out: TCAEOutput) -> dict[str, torch.Tensor]:
+        """Codes of the changed images (and of the rebuilt target if ``output_consistency``)."""
+        names = ["P", "A"] + (["R"] if self.cfg.output_consistency else [])
+        imgs = {"P": out.pose_changed, "A": out.au_changed, "R": out.recon}
+        codes: dict[str, torch.Tensor] = {}
+        if self.cfg.encoder_calls == "separate":  # the code's order: pose-changed, AU-changed, rebuilt
+            for n in names:
+                codes[f"phi_{n}"], codes[f"psi_{n}"] = self.encoder(imgs[n])
+            return codes
+        B = out.recon.shape[0]
+        phi, psi = self.encoder(torch.cat([imgs[n] for n in names]))
+        for k, n in enumerate(names):
+            codes[f"phi_{n}"], codes[f"psi_{n}"] = phi[k * B:(k + 1) * B], psi[k * B:(k + 1) * B]
+        return codes
+
+    def sparsity(self, disp_au: torch.Tensor) -> torch.Tensor:
+        """Per-sample mean ``|tau_A|`` in normalised units, on the part of the field that stays inside
+        the image (the code's ``clamp(grid + flow) - grid``) -> ``[B]``."""
+        H, W = disp_au.shape[-2:]
+        dev = disp_au.device
+        xs = torch.arange(W, device=dev, dtype=torch.float32).view(1, 1, W)
+        ys = torch.arange(H, device=dev, dtype=torch.float32).view(1, H, 1)
+        dx = xs - (xs - disp_au[:, 0].float()).clamp(0, W - 1)   # pull: content comes from x - dx
+        dy = ys - (ys - disp_au[:, 1].float()).clamp(0, H - 1)
+        return ((dx * (2.0 / (W - 1))).abs() + (dy * (2.0 / (H - 1))).abs()).flatten(1).mean(1) / 2
+
+    def _code_distance(self, a: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+        """Per-sample squared L2 between codes, mean over dims (``embedding_loss="l2"``), or divided by
+        the detached batch variance of ``ref`` (``"scaled"``: shrinking every code cannot lower it)."""
+        d = (a.float() - ref.float()).pow(2).mean(1)
+        if self.cfg.embedding_loss == "scaled":
+            d = d / (ref.detach().float().var(0, unbiased=False).mean() + 1e-6)
+        return d
+
+    def losses(self, source: torch.Tensor, target: torch.Tensor,
+               curriculum: tuple[float, float] | None = None) -> dict[str, torch.Tensor]:
         """All TCAE loss terms (per-batch means) and their weighted ``total``.
 
         Terms: ``recon`` |T - warp(S, tau)|_1; ``emb_*`` squared-L2 embedding consistency (AU-changed
         image: AU of target, pose of source; pose-changed image: pose of target, AU of source);
         ``cycle_au``/``cycle_pose`` |S - warp(S_A, tau_-A)|_1 etc.; ``sparsity`` mean |tau_A| in
-        normalised units (as the code); ``out_*`` the code's extra terms if enabled.
+        normalised units (:meth:`sparsity`); ``out_*`` the code's extra terms if enabled.
+        ``curriculum`` (default: the configuration's) is the window ``(lo, hi)`` of samples, ranked
+        per term, that each term averages over (the code's ``sort()[int(lo B):int(hi B)]``).
         """
         cfg, w = self.cfg, self.cfg.weights
         out = self.forward(source, target)
         e = out.emb
-        B = source.shape[0]
-        changed = torch.cat([out.au_changed, out.pose_changed])
-        if cfg.output_consistency:
-            changed = torch.cat([changed, out.recon])
-        phi_c, psi_c = self.encoder(changed)
-        phi_A, psi_A, phi_P, psi_P = phi_c[:B], psi_c[:B], phi_c[B:2 * B], psi_c[B:2 * B]
-
-        def l2(a, b):  # per-sample squared L2, mean over dims
-            return (a.float() - b.float()).pow(2).mean(1)
+        c = self._encode_changed(out)
+        dist = self._code_distance
 
         def l1(a, b):
             return (a.float() - b.float()).abs().flatten(1).mean(1)
 
         terms = {
             "recon": l1(out.recon, target),
-            "emb_au_img_au": l2(phi_A, e["phi_t"]),
-            "emb_au_img_pose": l2(psi_A, e["psi_s"]),
-            "emb_pose_img_pose": l2(psi_P, e["psi_t"]),
-            "emb_pose_img_au": l2(phi_P, e["phi_s"]),
+            "emb_au_img_au": dist(c["phi_A"], e["phi_t"]),
+            "emb_au_img_pose": dist(c["psi_A"], e["psi_s"]),
+            "emb_pose_img_pose": dist(c["psi_P"], e["psi_t"]),
+            "emb_pose_img_au": dist(c["phi_P"], e["phi_s"]),
         }
         # morph back: decoder inputs swapped to [changed embedding, source embedding]
-        back_au, _ = self.au_decoder(phi_A, e["phi_s"])
-        back_pose, _ = self.pose_decoder(psi_P, e["psi_s"])
+        back_pose, _ = self.pose_decoder(c["psi_P"], e["psi_s"])
+        back_au, _ = self.au_decoder(c["phi_A"], e["phi_s"])
         src_A = out.au_changed.detach() if cfg.detach_cycle_input else out.au_changed
         src_P = out.pose_changed.detach() if cfg.detach_cycle_input else out.pose_changed
+        B = source.shape[0]
         back = self.warp(torch.cat([src_A, src_P]), torch.cat([back_au, back_pose]))
         terms["cycle_au"] = l1(back[:B], source)
         terms["cycle_pose"] = l1(back[B:], source)
-        H, W = source.shape[-2:]
-        scale = torch.tensor([2.0 / (W - 1), 2.0 / (H - 1)], device=source.device).view(1, 2, 1, 1)
-        terms["sparsity"] = (out.disp_au.float() * scale).abs().flatten(1).mean(1)
+        terms["sparsity"] = self.sparsity(out.disp_au)
         if cfg.output_consistency:
-            terms["out_au"] = l2(phi_c[2 * B:], e["phi_t"])
-            terms["out_pose"] = l2(psi_c[2 * B:], e["psi_t"])
+            terms["out_au"] = dist(c["phi_R"], e["phi_t"])
+            terms["out_pose"] = dist(c["psi_R"], e["psi_t"])
         weight = {"recon": w.recon, "cycle_au": w.cycle, "cycle_pose": w.cycle, "sparsity": w.sparsity,
                   "out_au": w.output, "out_pose": w.output}
+        window = curriculum if curriculum is not None else cfg.curriculum
         result: dict[str, torch.Tensor] = {}
         total = source.new_zeros((), dtype=torch.float32)
         for name, per_sample in terms.items():
-            red = _trimmed_mean(per_sample, cfg.keep_easiest)
+            red = curriculum_mean(per_sample, window)
             result[name] = red.detach()
             total = total + weight.get(name, w.embedding) * red
         result["total"] = total
@@ -307,12 +391,16 @@ class TCAE(nn.Module):
         return result
 
 
-def _trimmed_mean(x: torch.Tensor, keep: float) -> torch.Tensor:
-    """Mean of the smallest ``ceil(keep * B)`` entries of ``x[B]`` (the code's curriculum); plain mean if keep=1."""
-    if keep >= 1.0:
+def curriculum_mean(x: torch.Tensor, window: tuple[float, float] | None) -> torch.Tensor:
+    """Mean of ``x[B]`` over the samples ranked ``int(lo B)`` to ``int(hi B)`` (ascending), the code's
+    curriculum; the plain mean if ``window`` is None. At least one sample is kept."""
+    if window is None:
         return x.mean()
-    k = max(1, math.ceil(keep * x.numel()))
-    return torch.topk(x, k, largest=False).values.mean()
+    n = x.numel()
+    lo, hi = int(window[0] * n), int(window[1] * n)
+    hi = max(hi, lo + 1)
+    lo = min(lo, n - 1)
+    return x.sort().values[lo:min(hi, n)].mean()
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -343,5 +431,5 @@ def load_tcae(checkpoint: str | Path | dict, map_location: str | torch.device = 
     return model.eval()
 
 
-__all__ = ["EMBED_DIM", "TCAE", "TCAEConfig", "TCAELossWeights", "TCAEOutput", "TCAE_PROFILES", "tcae_config",
-           "load_tcae", "count_parameters"]
+__all__ = ["EMBED_DIM", "TCAE", "TCAEConfig", "TCAELossWeights", "TCAEOutput", "TCAE_PROFILES", "PAPER_SETTINGS",
+           "OFFICIAL_SWITCHES", "tcae_config", "curriculum_mean", "load_tcae", "count_parameters"]

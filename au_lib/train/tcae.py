@@ -10,10 +10,18 @@ Data sources (``data=``): ``"synthau"`` (:func:`au_lib.data.synth.open_pairs`, w
 random smooth textures moved by a known global shift + local bump; for tests), or any map-style
 dataset yielding ``source``/``target`` tensors ``3xHxW`` in [0, 1].
 
-Augmentation as the official code (``TCAE_data.py``, ``jittering=True``): centre crop 224/256 of the
-face, then a random crop of side ``s`` in [200, 224)/256 placed **independently** in source and
-target, resized back; the independent placement adds a random relative translation that the pose
-branch must absorb. (The code draws ``s`` once per epoch; here once per pair.)
+Augmentation as the official code (``TCAE_data.py``, ``jittering=True``; ``jitter="independent"``):
+centre crop 224/256 of the face, then a random crop of side ``s`` in [200, 224)/256 placed
+**independently** in source and target, resized back; the independent placement adds a random
+relative translation (up to +-6 px at 64 px) that the pose branch must absorb. (The code draws ``s``
+once per epoch; here once per pair.) ``jitter="shared"`` places the same crop in both frames (scale
+and position augmentation without invented motion); ``"off"`` uses the frames as they are.
+
+Schedules (``schedule=``): ``"none"`` (constant learning rate, the code's first phase), ``"cosine"``
+(warm-up then half cosine, per update) and ``"official"``: the code's loop, where every
+``validate_every`` updates (the code's epoch) the validation loss is computed and, after a
+15-validation plateau, the curriculum window moves by 0.1 until its top reaches 0.85, after which
+``ReduceLROnPlateau(patience=10)`` takes over (:class:`OfficialSchedule`).
 
 Distributed: launched with ``torchrun --nproc_per_node N -m au_lib train-tcae ...`` the command sets
 up the process group (:func:`au_lib.train.engine.distributed`); inside it :func:`train_tcae` shards
@@ -31,7 +39,7 @@ from typing import Any, Iterator, Mapping
 import torch
 import torch.nn as nn
 
-from au_lib.models.tcae import TCAE, TCAEConfig, tcae_config
+from au_lib.models.tcae import OFFICIAL_SWITCHES, TCAE, TCAEConfig, tcae_config
 from au_lib.profiles import current_profile, pick
 from au_lib.train import engine
 
@@ -51,7 +59,7 @@ class TCAETrainConfig:
     lr: float = 1e-3
     momentum: float = 0.9
     weight_decay: float = 0.0
-    jitter: bool = True             # the paper's independent random crops
+    jitter: str = "independent"     # "independent" (paper, code) | "shared" | "off"
     crop_range: tuple[float, float] = (200 / 256, 224 / 256)
     centre_crop: float = 224 / 256
     checkpoint_every: int = 1000    # also kept as ckpt_<step>.pt for evaluation over training
@@ -60,6 +68,14 @@ class TCAETrainConfig:
     seed: int = 0
     amp: bool | str = True          # True: bf16 on CUDA only; "bf16" also on CPU; "fp16"; False
     pool_pairs: int | None = None   # SynthAU: render this many pairs once and cache them (CPU budgets); None: stream
+    schedule: str = "none"          # "none" (constant lr) | "cosine" | "official" (curriculum + plateau)
+    warmup_steps: int = 0           # "cosine": linear warm-up updates
+    validate_every: int = 0         # updates per validation ("official": the code's epoch); 0: never
+    val_pairs: int = 0              # held-out pairs (carved from the pool or the first items) for validation
+    plateau_interval: int = 15      # "official": validations without a new best before the window moves
+    curriculum_step: float = 0.1    # "official": how far the window moves
+    curriculum_top: float = 0.85    # "official": the window moves while its top is below this
+    plateau_patience: int = 10      # "official": ReduceLROnPlateau patience (in plateau signals)
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("sgd", "adam"):
@@ -67,6 +83,12 @@ class TCAETrainConfig:
         if self.batch_size < 1 or self.steps < 0:
             raise ValueError(f"TCAETrainConfig: batch_size must be >= 1 and steps >= 0, "
                              f"got {self.batch_size}, {self.steps}")
+        if self.jitter not in ("independent", "shared", "off"):
+            raise ValueError(f"TCAETrainConfig: jitter must be 'independent', 'shared' or 'off', got {self.jitter!r}")
+        if self.schedule not in ("none", "cosine", "official"):
+            raise ValueError(f"TCAETrainConfig: schedule must be 'none', 'cosine' or 'official', got {self.schedule!r}")
+        if self.schedule == "official" and (self.validate_every < 1 or self.val_pairs < 1):
+            raise ValueError("TCAETrainConfig: schedule='official' needs validate_every >= 1 and val_pairs >= 1")
         lo, hi = self.crop_range
         if not 0 < lo <= hi <= self.centre_crop <= 1:
             raise ValueError(f"TCAETrainConfig: need 0 < crop_range[0] <= crop_range[1] <= centre_crop <= 1, "
@@ -80,29 +102,49 @@ class TCAETrainConfig:
         d = dict(d)
         d["model"] = TCAEConfig.from_dict(d["model"])
         d["crop_range"] = tuple(d["crop_range"])
+        if isinstance(d.get("jitter"), bool):  # written before the jitter modes
+            d["jitter"] = "independent" if d["jitter"] else "off"
         return cls(**d)
 
 
 TRAIN_PROFILES: dict[str, TCAETrainConfig] = {
     "smoke": TCAETrainConfig(model=tcae_config("smoke"), batch_size=8, steps=40, optimizer="adam", lr=2e-3,
-                             checkpoint_every=20, log_every=10, num_workers=0, pool_pairs=48),
-    # Adam: the official SGD at lr 1e-3 barely moves in the few thousand updates a laptop affords.
-    "cpu": TCAETrainConfig(model=tcae_config("cpu"), batch_size=12, steps=200, optimizer="adam", lr=1e-3,
-                           checkpoint_every=25, log_every=10, num_workers=0, pool_pairs=600),
-    # The official code: SGD(momentum 0.9, lr 1e-3), batch 64, 256x256.
+                             jitter="shared", checkpoint_every=20, log_every=10, num_workers=0, pool_pairs=48,
+                             schedule="cosine", warmup_steps=4),
+    # Adam with a cosine schedule: the official SGD at lr 1e-3 barely moves in the few thousand
+    # updates a laptop affords. Shared crops: the code's independent crops invent up to +-6 px of
+    # motion at 64 px, more than the faces move. (PAPER_TRAINING restores the code's values.)
+    "cpu": TCAETrainConfig(model=tcae_config("cpu"), batch_size=32, steps=1500, optimizer="adam", lr=1e-3,
+                           jitter="shared", checkpoint_every=250, log_every=50, num_workers=0, pool_pairs=3000,
+                           schedule="cosine", warmup_steps=50),
+    # The official code: SGD(momentum 0.9, lr 1e-3), batch 64, 256x256, its curriculum and plateaus.
     "paper": TCAETrainConfig(model=tcae_config("paper"), batch_size=64, steps=100_000, optimizer="sgd", lr=1e-3,
-                             checkpoint_every=5000, log_every=100, num_workers=8),
+                             checkpoint_every=5000, log_every=100, num_workers=8, schedule="official",
+                             validate_every=1000, val_pairs=512),
 }
 
-OFFICIAL_SWITCHES: dict[str, Any] = {"attention": "tanh_softmax", "detach_cycle_input": True,
-                                     "output_consistency": True, "keep_easiest": 0.5}
-"""The model switches that reproduce the released code instead of the paper (see :mod:`au_lib.models.tcae`)."""
+PAPER_TRAINING: dict[str, Any] = {"jitter": "independent", "optimizer": "sgd", "lr": 1e-3, "momentum": 0.9,
+                                  "schedule": "none"}
+"""The code's training values of the settings the ``cpu`` profile changes (its curriculum and plateau
+schedule need a validation set: ``--official`` adds them)."""
 
+OFFICIAL_TRAINING: dict[str, Any] = {"jitter": "independent", "optimizer": "sgd", "lr": 1e-3, "momentum": 0.9,
+                                     "schedule": "official"}
+"""Training settings of the released code (with :data:`OFFICIAL_SWITCHES` for the model)."""
 
 def train_config(profile: str | None = None, model_overrides: Mapping[str, Any] | None = None,
-                 **overrides) -> TCAETrainConfig:
-    """The training configuration of ``profile`` with field overrides (``model_overrides`` for the model)."""
+                 official: bool = False, **overrides) -> TCAETrainConfig:
+    """The training configuration of ``profile`` with field overrides (``model_overrides`` for the model).
+
+    ``official=True`` applies the released code's model switches and training settings
+    (:data:`~au_lib.models.tcae.OFFICIAL_SWITCHES`, :data:`OFFICIAL_TRAINING`; a validation set of
+    ``val_pairs`` and a ``validate_every`` are added if the profile has none) before the overrides.
+    """
     cfg = pick(TRAIN_PROFILES, profile)
+    if official:
+        cfg = replace(cfg, model=replace(cfg.model, **OFFICIAL_SWITCHES), **OFFICIAL_TRAINING,
+                      validate_every=cfg.validate_every or max(1, cfg.checkpoint_every // 5),
+                      val_pairs=cfg.val_pairs or 4 * cfg.batch_size)
     if model_overrides:
         cfg = replace(cfg, model=replace(cfg.model, **model_overrides))
     return replace(cfg, **overrides) if overrides else cfg
@@ -222,7 +264,10 @@ def jitter_pairs(source: torch.Tensor, target: torch.Tensor, cfg: TCAETrainConfi
                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """The paper's augmentation on a batch ``B x C x H x W``: centre crop ``centre_crop``, then crops of
     side ``s ~ U(crop_range)`` (one ``s`` per pair) at **independent** random positions in source and
-    target, resized back to ``H x W`` (bilinear, ``torchvision.ops.roi_align``)."""
+    target (``cfg.jitter="independent"``; ``"shared"``: the same position in both), resized back to
+    ``H x W`` (bilinear, ``torchvision.ops.roi_align``). ``"off"`` returns the inputs."""
+    if cfg.jitter == "off":
+        return source, target
     from torchvision.ops import roi_align
 
     B, _, H, W = source.shape
@@ -235,8 +280,10 @@ def jitter_pairs(source: torch.Tensor, target: torch.Tensor, cfg: TCAETrainConfi
         b = torch.stack([torch.arange(B, dtype=torch.float32), ox * W, oy * H, (ox + s) * W, (oy + s) * H], 1)
         return b.to(source.device, source.dtype)
 
-    return (roi_align(source, boxes(), (H, W), aligned=True, sampling_ratio=2),
-            roi_align(target, boxes(), (H, W), aligned=True, sampling_ratio=2))
+    b_src = boxes()
+    b_tgt = b_src if cfg.jitter == "shared" else boxes()
+    return (roi_align(source, b_src, (H, W), aligned=True, sampling_ratio=2),
+            roi_align(target, b_tgt, (H, W), aligned=True, sampling_ratio=2))
 
 
 def collate_pairs(items: list[dict]) -> dict:
@@ -259,24 +306,97 @@ class _LossModule(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, source: torch.Tensor, target: torch.Tensor) -> dict:
-        return self.model.losses(source, target)
+    def forward(self, source: torch.Tensor, target: torch.Tensor,
+                curriculum: tuple[float, float] | None = None) -> dict:
+        return self.model.losses(source, target, curriculum)
 
 
-def tcae_step(cfg: TCAETrainConfig, device: torch.device):
+def tcae_step(cfg: TCAETrainConfig, device: torch.device, window: "OfficialSchedule | None" = None):
     """The TCAE step for :func:`au_lib.train.engine.train_one_epoch`: a batch of pairs -> the loss terms
     (``loss`` = ``total``). The jitter of update ``k`` is drawn from
-    :func:`~au_lib.train.engine.step_generator` ``(seed, k, rank)``."""
+    :func:`~au_lib.train.engine.step_generator` ``(seed, k, rank)``; ``window`` supplies the current
+    curriculum window (the model configuration's if None)."""
     rank = engine.dist_info().rank
 
     def step_fn(model: nn.Module, batch: dict, step: int, micro: int) -> dict:
         src = batch["source"].to(device, non_blocking=True)
         tgt = batch["target"].to(device, non_blocking=True)
-        if cfg.jitter:
-            src, tgt = jitter_pairs(src, tgt, cfg, engine.step_generator(cfg.seed, step, rank))
-        terms = model(src, tgt)
+        src, tgt = jitter_pairs(src, tgt, cfg, engine.step_generator(cfg.seed, step, rank))
+        terms = model(src, tgt, window.window if window is not None else None)
         return {"loss": terms["total"], **terms}
     return step_fn
+
+
+class OfficialSchedule:
+    """The released code's training schedule (``run()`` with ``TrackLoss``), one call per validation.
+
+    The code validates after every epoch. :meth:`update` takes that validation loss: a new best resets
+    the plateau clock; after more than ``plateau_interval`` validations without a new best (and as
+    long since the last move) the curriculum window ``(lo, hi)`` moves up by ``curriculum_step`` while
+    ``hi < curriculum_top`` (and the clock restarts); once it is at the top, each such plateau signal
+    steps ``ReduceLROnPlateau(patience=plateau_patience)`` with the validation loss instead.
+    """
+
+    def __init__(self, cfg: TCAETrainConfig, optimizer: torch.optim.Optimizer | None = None) -> None:
+        self.cfg = cfg
+        self.window: tuple[float, float] | None = cfg.model.curriculum
+        self.plateau = (torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, patience=cfg.plateau_patience)
+                        if optimizer is not None else None)
+        self._reset()
+        self.moves: list[tuple[int, tuple[float, float]]] = []
+
+    def _reset(self) -> None:
+        self.best, self.best_epoch, self.last_warm = float("inf"), -1, -1
+
+    def update(self, loss: float, epoch: int) -> str | None:
+        """Feed the validation loss of ``epoch``; returns ``"window"``/``"plateau"`` when it acted."""
+        if loss < self.best:
+            self.best, self.best_epoch, self.last_warm = loss, epoch, epoch
+        i = self.cfg.plateau_interval
+        if not (epoch - self.best_epoch > i and epoch - self.last_warm > i):
+            return None
+        self.last_warm = epoch
+        if self.window is not None and self.window[1] < self.cfg.curriculum_top:
+            step = self.cfg.curriculum_step
+            self.window = (round(self.window[0] + step, 6), round(self.window[1] + step, 6))
+            self.moves.append((epoch, self.window))
+            self._reset()
+            return "window"
+        if self.plateau is not None:
+            self.plateau.step(loss)
+        return "plateau"
+
+    def state_dict(self) -> dict:
+        return {"window": self.window, "best": self.best, "best_epoch": self.best_epoch,
+                "last_warm": self.last_warm, "moves": self.moves,
+                "plateau": self.plateau.state_dict() if self.plateau is not None else None}
+
+    def load_state_dict(self, state: Mapping) -> None:
+        self.window = tuple(state["window"]) if state["window"] is not None else None
+        self.best, self.best_epoch, self.last_warm = state["best"], state["best_epoch"], state["last_warm"]
+        self.moves = [(int(e), tuple(w)) for e, w in state.get("moves", [])]
+        if self.plateau is not None and state.get("plateau") is not None:
+            self.plateau.load_state_dict(state["plateau"])
+
+
+@torch.no_grad()
+def validation_loss(model: TCAE, pairs: Mapping[str, torch.Tensor], cfg: TCAETrainConfig,
+                    device: torch.device, batch_size: int | None = None) -> dict[str, float]:
+    """Mean loss terms over a fixed set of pairs (eval mode, every sample, jitter from a fixed seed),
+    as the code's ``val()``."""
+    was = model.training
+    model.eval()
+    n = len(pairs["source"])
+    bs = batch_size or cfg.batch_size
+    meter = engine.Meter()
+    for k, i in enumerate(range(0, n, bs)):
+        src = pairs["source"][i:i + bs].to(device)
+        tgt = pairs["target"][i:i + bs].to(device)
+        src, tgt = jitter_pairs(src, tgt, cfg, engine.step_generator(cfg.seed, k, 0, stream=1))
+        terms = model.losses(src, tgt, (0.0, 1.0))
+        meter.add({k2: float(v) for k2, v in terms.items() if not k2.startswith("_")}, len(src))
+    model.train(was)
+    return meter.means()
 
 
 def _make_optimizer(model: nn.Module, cfg: TCAETrainConfig) -> torch.optim.Optimizer:
@@ -285,17 +405,46 @@ def _make_optimizer(model: nn.Module, cfg: TCAETrainConfig) -> torch.optim.Optim
     return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def _infinite(loader, sampler) -> Iterator[dict]:
-    epoch = 0
-    while True:
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-        yield from loader
-        epoch += 1
+class StepBatches:
+    """Index batches for updates ``start, start + 1, ...`` (an endless iterable for ``batch_sampler``).
+
+    Pass ``e`` over the data uses ``randperm(n)`` seeded with ``(seed, e)``; update ``k`` takes the
+    ``k``-th global batch of ``batch_size * world`` indices (passes drop the remainder; smaller data
+    repeats items within a batch) and rank ``r`` its ``r``-th share. Batches depend only on
+    ``(seed, k)``, so resuming at ``start`` continues exactly where an uninterrupted run would be.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, start: int = 0, rank: int = 0, world: int = 1) -> None:
+        if n < 1:
+            raise ValueError("StepBatches: the dataset is empty")
+        self.n, self.bs, self.seed, self.start, self.rank, self.world = n, batch_size, seed, start, rank, world
+        self.global_bs = batch_size * world
+        self.per_pass = max(1, n // self.global_bs)
+
+    def _perm(self, e: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + e)
+        perm = torch.randperm(self.n, generator=g)
+        if self.n < self.global_bs:  # tiny data: repeat it to fill one batch
+            perm = perm.repeat(-(-self.global_bs // self.n))
+        return perm
+
+    def __iter__(self) -> Iterator[list[int]]:
+        k = self.start
+        while True:
+            e, j = divmod(k, self.per_pass)
+            glob = self._perm(e)[j * self.global_bs:(j + 1) * self.global_bs]
+            yield glob[self.rank * self.bs:(self.rank + 1) * self.bs].tolist()
+            k += 1
 
 
 NOT_BINDING = ("steps", "checkpoint_every", "log_every", "num_workers", "amp")
-"""Config fields a resumed run may change (length, logging, workers, precision)."""
+"""Config fields a resumed run may change (length, logging, workers, precision); the length only
+when the learning rate does not depend on it (``schedule="cosine"`` binds ``steps``)."""
+
+
+def not_binding(cfg: TCAETrainConfig) -> tuple[str, ...]:
+    """The fields of ``cfg`` a resumed run may change (:data:`NOT_BINDING`, less ``steps`` under a cosine schedule)."""
+    return tuple(k for k in NOT_BINDING if not (k == "steps" and cfg.schedule == "cosine"))
 
 
 def default_run_dir(data: str, profile: str) -> Path:
@@ -364,8 +513,12 @@ def train_tcae(cfg: TCAETrainConfig, run_dir: str | Path, data: str | torch.util
         model = TCAE(cfg.model).to(device)
     opt = _make_optimizer(model, cfg)
     scaler = engine.grad_scaler(device, cfg.amp)
-    state = engine.resume(run_dir / "last.pt", cfg_dict, ignore=NOT_BINDING, what="TCAE training", model=model,
-                          optimizer=opt, scaler=scaler, map_location=device) if resume else None
+    lr_sched = None
+    if cfg.schedule == "cosine":
+        lr_sched = torch.optim.lr_scheduler.LambdaLR(opt, engine.cosine_after_warmup(cfg.steps, cfg.warmup_steps))
+    official = OfficialSchedule(cfg, opt if cfg.schedule == "official" else None)
+    state = engine.resume(run_dir / "last.pt", cfg_dict, ignore=not_binding(cfg), what="TCAE training", model=model,
+                          optimizer=opt, scheduler=lr_sched, scaler=scaler, map_location=device) if resume else None
     step, wall_before, history = 0, 0.0, []
     if state is not None:
         step, wall_before = int(state["step"]), float(state.get("wall_s", 0.0))
@@ -373,6 +526,8 @@ def train_tcae(cfg: TCAETrainConfig, run_dir: str | Path, data: str | torch.util
         if history is None:  # written before the engine: the rows are in the log
             history = engine.JsonlLogger.read(run_dir / "log.jsonl")
         history = [dict(h) for h in history if h.get("step", 0) <= step]
+        if state.get("official_schedule") is not None:
+            official.load_state_dict(state["official_schedule"])
     if dist.is_main:
         atomic_write_json(run_dir / "config.json", {"train_config": cfg_dict, "data": data_name, "profile": profile})
     logger = engine.JsonlLogger(run_dir / "log.jsonl")
@@ -380,9 +535,9 @@ def train_tcae(cfg: TCAETrainConfig, run_dir: str | Path, data: str | torch.util
 
     def save(at: int) -> None:
         extra = {"model_config": cfg.model.to_dict(), "data": data_name, "profile": profile,
-                 "wall_s": wall_before + time.perf_counter() - t0}
-        engine.save_checkpoint(run_dir / "last.pt", model=model, optimizer=opt, scaler=scaler, step=at,
-                               history=history, config=cfg_dict, extra=extra)
+                 "wall_s": wall_before + time.perf_counter() - t0, "official_schedule": official.state_dict()}
+        engine.save_checkpoint(run_dir / "last.pt", model=model, optimizer=opt, scheduler=lr_sched, scaler=scaler,
+                               step=at, history=history, config=cfg_dict, extra=extra)
         engine.save_checkpoint(run_dir / f"ckpt_{at:07d}.pt", model=model, step=at, config=cfg_dict, extra=extra)
 
     if step == 0:
@@ -394,36 +549,56 @@ def train_tcae(cfg: TCAETrainConfig, run_dir: str | Path, data: str | torch.util
             from au_lib.cache import cache_dir
 
             opts = "_".join(f"{k}{v}" for k, v in sorted((data_options or {}).items()) if k != "progress")
-            pool_path = cache_dir("tcae", "pools", f"{data}_{opts}_{cfg.model.image_size}px_{cfg.pool_pairs}_s{cfg.seed}.pt")
-            ds = pair_pool(ds, cfg.pool_pairs, pool_path if dist.is_main else None, cfg.seed, progress)
-        sampler = None
-        if dist.distributed:
-            sampler = torch.utils.data.DistributedSampler(ds, num_replicas=dist.world_size, rank=dist.rank,
-                                                          shuffle=True, seed=cfg.seed + step, drop_last=True)
+            n_pool = cfg.pool_pairs + cfg.val_pairs
+            pool_path = cache_dir("tcae", "pools", f"{data}_{opts}_{cfg.model.image_size}px_{n_pool}_s{cfg.seed}_v3.pt")
+            ds = pair_pool(ds, n_pool, pool_path if dist.is_main else None, cfg.seed, progress)
+        val_set = None
+        if cfg.val_pairs:
+            if cfg.val_pairs >= len(ds):
+                raise ValueError(f"TCAE training: val_pairs={cfg.val_pairs} leaves no training pairs of {len(ds)}")
+            perm = torch.randperm(len(ds), generator=torch.Generator().manual_seed(cfg.seed + 17)).tolist()
+            val_set = fixed_batch(ds, indices=sorted(perm[:cfg.val_pairs]))
+            ds = torch.utils.data.Subset(ds, sorted(perm[cfg.val_pairs:]))
+        # the batch of update k is a function of (seed, k): a resumed run sees the batches an
+        # uninterrupted one would (and each DDP rank its share of the global batch)
         loader = torch.utils.data.DataLoader(
-            ds, batch_size=cfg.batch_size, shuffle=sampler is None, sampler=sampler,
-            drop_last=len(ds) >= cfg.batch_size * dist.world_size, num_workers=cfg.num_workers,
-            collate_fn=collate_pairs, generator=torch.Generator().manual_seed(cfg.seed + 1000 * step),
-            persistent_workers=cfg.num_workers > 0)
+            ds, batch_sampler=StepBatches(len(ds), cfg.batch_size, cfg.seed, step, dist.rank, dist.world_size),
+            num_workers=cfg.num_workers, collate_fn=collate_pairs)
         net = engine.wrap(_LossModule(model), device, compile=compile, broadcast_buffers=False)
         model.train()
         bar = engine.progress(total=cfg.steps, initial=step, desc="train-tcae", enabled=progress)
-        batches = _infinite(loader, sampler)
-        step_fn = tcae_step(cfg, device)
+        batches = iter(loader)
+        step_fn = tcae_step(cfg, device, official)
         meter = engine.Meter()
         while step < cfg.steps:
-            # run to the next log or checkpoint boundary; a log row averages the updates since the last row
+            # run to the next log, validation or checkpoint boundary; a log row averages the updates since the last row
             n = min(cfg.log_every - step % cfg.log_every, cfg.checkpoint_every - step % cfg.checkpoint_every,
                     cfg.steps - step)
+            if cfg.validate_every:
+                n = min(n, cfg.validate_every - step % cfg.validate_every)
             meter, step = engine.train_one_epoch(step_fn, net, batches, opt, device=device, step=step, max_batches=n,
-                                                 amp=cfg.amp, scaler=scaler, meter=meter, bar=bar,
+                                                 amp=cfg.amp, scaler=scaler, meter=meter, bar=bar, scheduler=lr_sched,
                                                  desc=f"train-tcae in {run_dir}")
+            row = None
             if step % cfg.log_every == 0 or step == cfg.steps:
-                row = {"step": step, **{k: round(v, 6) for k, v in meter.means().items() if k != "loss"}}
+                row = {"step": step, **{k: round(v, 6) for k, v in meter.means().items() if k != "loss"},
+                       "lr": opt.param_groups[0]["lr"]}
+                if official.window is not None:
+                    row["window"] = list(official.window)
+                meter = engine.Meter()
+            if val_set is not None and cfg.validate_every and step % cfg.validate_every == 0:
+                val = validation_loss(model, val_set, cfg, device)
+                row = row if row is not None else {"step": step}
+                row["val_total"], row["val_recon"] = round(val["total"], 6), round(val["recon"], 6)
+                if cfg.schedule == "official":
+                    acted = official.update(val["total"], step // cfg.validate_every)
+                    if acted:
+                        row["schedule"] = acted
+            if row is not None:
                 history.append(row)
                 logger.log(**row)
-                bar.set_postfix(loss=f"{row['total']:.3f}", recon=f"{row['recon']:.3f}")
-                meter = engine.Meter()
+                if "total" in row:
+                    bar.set_postfix(loss=f"{row['total']:.3f}", recon=f"{row['recon']:.3f}")
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
                 save(step)
         bar.close()
@@ -473,5 +648,6 @@ def showcase_indices(dataset: torch.utils.data.Dataset, n: int = 16, seed: int =
     return [min(len(dataset) - 1, int(off + i * stride)) for i in range(k)]
 
 
-__all__ = ["TCAETrainConfig", "TRAIN_PROFILES", "OFFICIAL_SWITCHES", "train_config", "ToyPairs", "open_pair_data",
+__all__ = ["TCAETrainConfig", "TRAIN_PROFILES", "OFFICIAL_SWITCHES", "OFFICIAL_TRAINING", "PAPER_TRAINING",
+           "OfficialSchedule", "validation_loss", "train_config", "ToyPairs", "open_pair_data",
            "jitter_pairs", "collate_pairs", "PairPool", "pair_pool", "showcase_indices", "train_tcae", "TCAERun", "default_run_dir", "checkpoint_paths", "fixed_batch"]

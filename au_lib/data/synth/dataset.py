@@ -197,6 +197,8 @@ class SynthPairDataset(Dataset):
     source AUs): (3, H, W) in [0, 1]; ``disp_target``, ``disp_au``, ``disp_pose``: (2, H, W) pixel
     displacements from the source, pull convention ``out(x, y) = source(x - dx, y - dy)``, channel 0 =
     dx; ``vis_target``, ``vis_au``, ``vis_pose``: (1, H, W) 1 where the point is visible in the source;
+    ``face_target``, ``face_au``, ``face_pose``: (1, H, W) 1 where the output shows the face (not the
+    background) and its point is visible in the source: the pixels a displacement is scored on;
     ``au_source``, ``au_target`` (A,) occurrence; ``pose_source``, ``pose_target`` (3,); ``subject``,
     ``sequence``, ``frame_source``, ``frame_target``.
     """
@@ -265,14 +267,16 @@ class SynthPairDataset(Dataset):
             src_r = _slice(out, 0)
             res = {}
             for k, name_k in ((1, "target"), (2, "au_changed"), (3, "pose_changed")):
-                dk, vk = displacement(_slice(out, k), src_r, faces)
-                res[name_k] = (dk[0], vk[0])
+                out_k = _slice(out, k)
+                dk, vk = displacement(out_k, src_r, faces)
+                res[name_k] = (dk[0], vk[0], vk[0] * out_k.frags.mask[0:1].float())
         rgb = out.images["rgb"]
         cols = [PYFEAT_MESH_AUS.index(a) for a in self.aus]
         lab = (facs_level(seq.au[[src, tgt]][:, cols]) >= self.min_level).astype(np.float32)
         return {"source": rgb[0], "target": rgb[1], "au_changed": rgb[2], "pose_changed": rgb[3],
                 "disp_target": res["target"][0], "disp_au": res["au_changed"][0], "disp_pose": res["pose_changed"][0],
                 "vis_target": res["target"][1], "vis_au": res["au_changed"][1], "vis_pose": res["pose_changed"][1],
+                "face_target": res["target"][2], "face_au": res["au_changed"][2], "face_pose": res["pose_changed"][2],
                 "au_source": torch.from_numpy(lab[0]), "au_target": torch.from_numpy(lab[1]),
                 "pose_source": pose[0, :3].clone(), "pose_target": pose[1, :3].clone(),
                 "subject": name, "sequence": f"{name}_T{s + 1}", "frame_source": src, "frame_target": tgt}
