@@ -30,6 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="random crops: independent in source and target (the paper's), the same crop in "
                              "both, or none (default: the profile's)")
     parser.add_argument("--no-jitter", dest="jitter", action="store_const", const="off", help=argparse.SUPPRESS)
+    parser.add_argument("--lighting", choices=("scene", "flat"), default=None,
+                        help="SynthAU pairs: each video's light (shading changes as the head turns, which no "
+                             "warp explains) or ambient light only (default: scene)")
     parser.add_argument("--schedule", choices=("none", "cosine", "official"), default=None,
                         help="learning-rate schedule (official: curriculum moves and ReduceLROnPlateau on a "
                              "validation loss; needs --validate-every)")
@@ -75,8 +78,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     out = args.out or default_run_dir(args.data, profile)
     with distributed():
+        options = {"lighting": args.lighting} if args.lighting and args.data == "synthau" else None
         res = train_tcae(cfg, out, data=args.data, device=args.device, progress=not args.no_progress,
-                         resume=not args.restart, profile=profile, compile=args.compile)
+                         resume=not args.restart, profile=profile, compile=args.compile, data_options=options)
         last = res.history[-1] if res.history else {}
         log0(f"train-tcae: {res.step} steps in {res.run_dir} "
              f"(recon L1 {last.get('recon', float('nan')):.4f}, total {last.get('total', float('nan')):.4f})")

@@ -139,11 +139,13 @@ class TCAEConfig:
 TCAE_PROFILES: dict[str, TCAEConfig] = {
     # CI: 32 px, tiny widths (embeddings stay 256-d so the probes see the same interface).
     "smoke": TCAEConfig(image_size=32, trunk_channels=(8, 16, 32), branch_channels=(64, EMBED_DIM),
-                        decoder_channels=(64, 32, 16, 8), max_displacement=0.25, zero_init_flow=True),
+                        decoder_channels=(64, 32, 16, 8), max_displacement=0.25, zero_init_flow=True,
+                        embedding_loss="scaled"),
     # A laptop: 64 px, about a quarter of the paper's widths; fields bounded to +-8 px and starting at
     # zero (see the module docstring; the chapter measures what each setting does).
     "cpu": TCAEConfig(image_size=64, trunk_channels=(16, 32, 64, 128), branch_channels=(256, EMBED_DIM),
-                      decoder_channels=(256, 128, 64, 32, 16), max_displacement=0.25, zero_init_flow=True),
+                      decoder_channels=(256, 128, 64, 32, 16), max_displacement=0.25, zero_init_flow=True,
+                      embedding_loss="scaled"),
     # The paper / official code: 256x256, five trunk convs, three per branch, seven decoder blocks
     # (512->256->256->256->256->128->64->32), then Upsample and the 32->3 output conv.
     "paper": TCAEConfig(),

@@ -114,7 +114,7 @@ TRAIN_PROFILES: dict[str, TCAETrainConfig] = {
     # Adam with a cosine schedule: the official SGD at lr 1e-3 barely moves in the few thousand
     # updates a laptop affords. Shared crops: the code's independent crops invent up to +-6 px of
     # motion at 64 px, more than the faces move. (PAPER_TRAINING restores the code's values.)
-    "cpu": TCAETrainConfig(model=tcae_config("cpu"), batch_size=32, steps=1500, optimizer="adam", lr=1e-3,
+    "cpu": TCAETrainConfig(model=tcae_config("cpu"), batch_size=16, steps=1500, optimizer="adam", lr=1e-3,
                            jitter="shared", checkpoint_every=250, log_every=50, num_workers=0, pool_pairs=3000,
                            schedule="cosine", warmup_steps=50),
     # The official code: SGD(momentum 0.9, lr 1e-3), batch 64, 256x256, its curriculum and plateaus.
@@ -505,8 +505,11 @@ def train_tcae(cfg: TCAETrainConfig, run_dir: str | Path, data: str | torch.util
     if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
     profile = profile or current_profile()
-    cfg_dict = json.loads(json.dumps(cfg.to_dict()))
     data_name = data if isinstance(data, str) else type(data).__name__
+    # the data are part of what a resumed run must match (progress is not)
+    cfg_dict = json.loads(json.dumps({**cfg.to_dict(), "data": data_name,
+                                      "data_options": {k: v for k, v in sorted((data_options or {}).items())
+                                                       if k != "progress"}}))
 
     with torch.random.fork_rng(devices=[]):  # seeded initialisation without touching the caller's RNG
         torch.manual_seed(cfg.seed)
