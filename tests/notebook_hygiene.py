@@ -28,11 +28,11 @@ import io
 import json
 import os
 import re
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 MAX_BYTES = 2_000_000
+MAX_FIGURE_BYTES = 1_000_000  # one stored figure (decoded)
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 # tqdm's bar, text or widget fallback: "desc:  40%|####      | 4/10 [00:01<00:02, 3.1it/s]"
@@ -177,6 +177,12 @@ def find_problems(path: Path, nb: dict | None = None) -> list[str]:
             if _is_widget(out):
                 problems.append(f"{path.name} cell {i}: a widget output (a tqdm bar or other ipywidget)")
                 continue
+            for mime, value in out.get("data", {}).items():
+                if mime.startswith("image/") and mime != "image/svg+xml":
+                    nbytes = len(base64.b64decode(_text(value)))
+                    if nbytes > MAX_FIGURE_BYTES:
+                        problems.append(f"{path.name} cell {i}: a {mime} figure of {nbytes / 1e6:.2f} MB, over the "
+                                        f"{MAX_FIGURE_BYTES / 1e6:.0f} MB limit per figure")
             for text in _output_texts(out):
                 if PROGRESS_RE.search(text):
                     problems.append(f"{path.name} cell {i}: progress-bar output "

@@ -82,6 +82,18 @@ def test_oversized_notebook_is_reported(tmp_path):
     assert any("over the 2 MB limit" in p for p in find_problems(path))
 
 
+def test_oversized_figure_is_reported(tmp_path):
+    from notebook_hygiene import MAX_FIGURE_BYTES
+
+    path = tmp_path / "fig.ipynb"
+    blob = base64.b64encode(b"\xff" * (MAX_FIGURE_BYTES + 10)).decode()
+    nb = {"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [
+        {"cell_type": "code", "id": "c", "metadata": {}, "execution_count": 1, "source": "",
+         "outputs": [{"output_type": "display_data", "metadata": {}, "data": {"image/jpeg": blob}}]}]}
+    path.write_text(json.dumps(nb))
+    assert any("over the 1 MB limit per figure" in p for p in find_problems(path))
+
+
 def test_clean_notebook_removes_noise_and_keeps_results(tmp_path):
     nb = clean_notebook(_dirty_notebook("/srv/checkout"), roots=("/srv/checkout",))
     path = tmp_path / "clean.ipynb"

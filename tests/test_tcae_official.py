@@ -245,3 +245,27 @@ def test_tiny_run_on_known_motion_beats_the_zero_field(tmp_path):
     run = train_tcae(cfg, tmp_path / "run", data=pairs, progress=False)
     m = disentanglement_metrics(run.model, fixed_batch(pairs, 16))
     assert m["epe_total"] < 0.25 * m["epe_pose_zero"], m
+
+
+def test_probe_verdict_on_known_differences():
+    from au_lib.experiments.disentanglement import probe_verdict
+
+    def res(folds):
+        return {"metrics": {"honest": {"per_fold_mean": folds}}}
+
+    assert probe_verdict(res([0.60, 0.62, 0.61]), res([0.50, 0.51, 0.52]))["verdict"] == "supported"
+    assert probe_verdict(res([0.40, 0.41, 0.42]), res([0.50, 0.52, 0.51]))["verdict"] == "contradicted"
+    v = probe_verdict(res([0.60, 0.45, 0.52]), res([0.50, 0.55, 0.52]))
+    assert v["verdict"] == "inconclusive" and v["interval"][0] < 0 < v["interval"][1]
+    with pytest.raises(ValueError, match="same folds"):
+        probe_verdict(res([0.5, 0.6]), res([0.5, 0.6, 0.7]))
+
+
+def test_learning_verdict_against_the_bar():
+    from au_lib.experiments.disentanglement import learning_verdict
+
+    m = {"epe_au": 0.25, "epe_au_zero": 0.5, "epe_pose": 0.6, "epe_pose_zero": 1.0,
+         "photo_au": 0.01, "photo_au_source": 0.02, "photo_pose": 0.05, "photo_pose_source": 0.04}
+    v = learning_verdict(m)
+    assert v["epe_au"]["met"] and v["epe_au"]["ratio"] == pytest.approx(0.5)
+    assert not v["epe_pose"]["met"] and v["photo_au"]["met"] and not v["photo_pose"]["met"]

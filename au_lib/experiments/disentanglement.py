@@ -113,4 +113,45 @@ def evaluate_checkpoints(run_dir: str | Path, batch: Mapping[str, torch.Tensor],
     return rows
 
 
-__all__ = ["end_point_error", "leakage", "disentanglement_metrics", "evaluate_checkpoints"]
+TARGETS = {"epe_au": 0.6, "epe_pose": 0.5}
+"""The learning bar: each branch's end-point error on held-out faces at most this share of the all-zero field's."""
+
+
+def learning_verdict(metrics: Mapping[str, float], targets: Mapping[str, float] = TARGETS) -> dict[str, dict]:
+    """Score :func:`disentanglement_metrics` output against the bar: for each branch the EPE ratio to
+    the zero field (``ratio``, ``target``, ``met``), and whether its changed face is closer to the true
+    render than the unchanged source is (``photo_au``/``photo_pose``: ``error``, ``source``, ``met``)."""
+    out: dict[str, dict] = {}
+    for key, bound in targets.items():
+        ratio = metrics[key] / max(metrics[f"{key}_zero"], 1e-12)
+        out[key] = {"ratio": ratio, "target": bound, "met": bool(ratio <= bound)}
+    for which in ("au", "pose"):
+        err, base = metrics[f"photo_{which}"], metrics[f"photo_{which}_source"]
+        out[f"photo_{which}"] = {"error": err, "source": base, "met": bool(err < base)}
+    return out
+
+
+def probe_verdict(au_result: Mapping, pose_result: Mapping, which: str = "honest",
+                  confidence: float = 0.95) -> dict:
+    """TCAE's probe claim, "the AU code detects AUs better than the pose code", from two protocol
+    results over the same folds (and seeds): the paired per-fold differences of mean F1 (AU minus
+    pose), their mean and a Student-t ``confidence`` interval. ``verdict`` is ``"supported"`` when the
+    interval lies above 0, ``"contradicted"`` when below, else ``"inconclusive"``. F1 in [0, 1]."""
+    import numpy as np
+    from scipy import stats
+
+    a = np.asarray(au_result["metrics"][which]["per_fold_mean"], dtype=float)
+    b = np.asarray(pose_result["metrics"][which]["per_fold_mean"], dtype=float)
+    if a.shape != b.shape or a.size < 2:
+        raise ValueError(f"probe_verdict: need the same folds (>= 2) in both results, got {a.size} and {b.size}")
+    d = a - b
+    se = float(d.std(ddof=1) / np.sqrt(d.size))
+    half = float(stats.t.ppf(0.5 + confidence / 2, d.size - 1)) * se
+    lo, hi = float(d.mean()) - half, float(d.mean()) + half
+    verdict = "supported" if lo > 0 else "contradicted" if hi < 0 else "inconclusive"
+    return {"difference": float(d.mean()), "interval": (lo, hi), "per_fold": d.tolist(),
+            "confidence": confidence, "verdict": verdict}
+
+
+__all__ = ["end_point_error", "leakage", "disentanglement_metrics", "evaluate_checkpoints", "TARGETS",
+           "learning_verdict", "probe_verdict"]
