@@ -112,10 +112,11 @@ TRAIN_PROFILES: dict[str, TCAETrainConfig] = {
                              jitter="shared", checkpoint_every=20, log_every=10, num_workers=0, pool_pairs=48,
                              schedule="cosine", warmup_steps=4),
     # Adam with a cosine schedule: the official SGD at lr 1e-3 barely moves in the few thousand
-    # updates a laptop affords. Shared crops: the code's independent crops invent up to +-6 px of
-    # motion at 64 px, more than the faces move. (PAPER_TRAINING restores the code's values.)
+    # updates a laptop affords. No crops: the code's independent crops invent up to +-6 px of
+    # motion at 64 px, more than the faces move, and SynthAU's crops are already aligned.
+    # (PAPER_TRAINING restores the code's values.)
     "cpu": TCAETrainConfig(model=tcae_config("cpu"), batch_size=16, steps=1500, optimizer="adam", lr=1e-3,
-                           jitter="shared", checkpoint_every=250, log_every=50, num_workers=0, pool_pairs=3000,
+                           jitter="off", checkpoint_every=250, log_every=50, num_workers=0, pool_pairs=3000,
                            schedule="cosine", warmup_steps=50),
     # The official code: SGD(momentum 0.9, lr 1e-3), batch 64, 256x256, its curriculum and plateaus.
     "paper": TCAETrainConfig(model=tcae_config("paper"), batch_size=64, steps=100_000, optimizer="sgd", lr=1e-3,
