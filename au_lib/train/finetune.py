@@ -180,7 +180,11 @@ def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], val: tuple[t
         model: maps ``(B, ...)`` inputs to ``(B, A)`` logits.
         train, val: ``(x, labels)`` tensors; labels 1/0/-1. ``val`` selects the epoch (F1 at 0.5).
         weights: ``(A,)`` per-AU loss weights (compute them on ``train`` labels only).
-        seed: seeds the shuffling and flips (a private ``torch.Generator``).
+        seed: seeds the shuffling and flips (a private ``torch.Generator``) and, for the duration of
+            the fit, the global RNG that dropout and stochastic depth draw from (forked, so the
+            caller's RNG is untouched; seeded per rank under DDP); two fits with the same seed,
+            data and device are identical, and the global RNG state is checkpointed so a resumed
+            fit continues the same stream.
         checkpoint: file to save after every epoch (the engine's format) and resume from if it exists.
         monitor: called as ``monitor(model, epoch)`` after each epoch in eval mode; its dict is
             stored in the history (use it to *report* test-fold curves; it must not feed back).
@@ -196,6 +200,28 @@ def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], val: tuple[t
     xv, yv = val
     if len(xt) == 0 or len(xv) == 0:
         raise ValueError(f"empty split: {len(xt)} training and {len(xv)} validation rows")
+    dev = torch.device(device)
+    cuda = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        # dropout / drop path draw from the global RNG: seed it (per rank) for this fit only
+        torch.manual_seed(int(seed) * 1_000_003 + engine.dist_info().rank)
+        return _fit(model, xt, yt, xv, yv, cfg, weights=weights, seed=seed, device=device, checkpoint=checkpoint,
+                    monitor=monitor, progress=progress, desc=desc, amp=amp, compile=compile)
+
+
+def _global_generators(device: torch.device | str) -> dict[str, torch.Generator]:
+    """The global generators dropout and drop path draw from on ``device`` (CPU, and CUDA's if used)."""
+    gens = {"global_cpu": torch.default_generator}
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        gens["global_cuda"] = torch.cuda.default_generators[dev.index if dev.index is not None
+                                                            else torch.cuda.current_device()]
+    return gens
+
+
+def _fit(model, xt, yt, xv, yv, cfg: TrainConfig, *, weights, seed, device, checkpoint, monitor, progress, desc,
+         amp, compile) -> FitResult:
+    """The body of :func:`fit` (run inside its forked, seeded global RNG)."""
     model.to(device)
     gen = torch.Generator().manual_seed(int(seed))
     opt = torch.optim.AdamW(param_groups(model, cfg.lr, cfg.weight_decay, cfg.layer_decay), lr=cfg.lr,
@@ -214,6 +240,9 @@ def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], val: tuple[t
                               rng={"batches": gen})
         if state is not None:
             history, best, start, step = state["history"], state["best"], state["epoch"], state["step"]
+            for name, g in _global_generators(device).items():  # absent in checkpoints of older versions
+                if name in state.get("rng", {}):
+                    g.set_state(state["rng"][name])
     images = xt.ndim == 4
     net = engine.wrap(model, device, compile=compile)
 
@@ -261,7 +290,8 @@ def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], val: tuple[t
             stale += 1
         bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_f1=f"{val_f1:.3f}")
         if ckpt is not None:
-            engine.save_checkpoint(ckpt, model=model, optimizer=opt, scheduler=sched, rng={"batches": gen},
+            engine.save_checkpoint(ckpt, model=model, optimizer=opt, scheduler=sched,
+                                   rng={"batches": gen, **_global_generators(device)},
                                    step=step, epoch=epoch + 1, history=history, config=asdict(cfg),
                                    extra={"best": best})
     model.load_state_dict(best["state"])
