@@ -51,6 +51,7 @@ class ProtocolSettings:
     feature_batch: int = 128
     fusion_subsets: tuple[str, ...] = ("RGB", "RGD", "RGT", "RDT", "GDT", "BDT")
     report_test_tuned: bool = True
+    amp: bool | str = True  # training autocast: True = bf16 on CUDA, fp32 on CPU (as pre-training); "bf16" also on CPU
 
 
 PROTOCOL_PROFILES: dict[str, ProtocolSettings] = {
@@ -190,7 +191,7 @@ def run_fold(table: FrameTable, fold: Fold, method: Method, settings: ProtocolSe
 
     res = fit(model, (x[tr], y[tr]), (x[va], y[va]), cfg, weights=weights, seed=seed * 1000 + fold.index,
               device=device, checkpoint=checkpoint, monitor=monitor, progress=progress,
-              desc=f"{method.name} fold {fold.index}")
+              desc=f"{method.name} fold {fold.index}", amp=settings.amp)
     val_scores = predict(res.model, x[va], device=device)
     thresholds = choose_thresholds(y[va].numpy(), val_scores)
     test_scores = predict(res.model, x[te], device=device)

@@ -4,8 +4,9 @@
 registry) through :func:`au_lib.train.engine.train_one_epoch`, with the masked, class-weighted BCE
 of :func:`au_lib.models.heads.masked_bce_loss`, AdamW with per-group learning rates
 (:func:`au_lib.models.heads.param_groups`: layer decay when the model has it), a linear warm-up then
-cosine schedule, early stopping on the *validation* mean F1, a per-epoch checkpoint in the engine's
-format that it resumes from, and a tqdm progress bar. The test fold never enters :func:`fit`; an
+cosine schedule (timm's, per update: :func:`au_lib.train.engine.cosine_scheduler`), early stopping
+on the *validation* mean F1, a per-epoch checkpoint in the engine's format that it resumes from,
+autocast (bf16) and DDP batch splitting as in pre-training, and a tqdm progress bar. The test fold never enters :func:`fit`; an
 optional ``monitor`` callback receives each epoch's model so a protocol can *report* (never select
 on) test-fold numbers.
 """
@@ -174,7 +175,7 @@ def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], val: tuple[t
 
     Each epoch is one :func:`au_lib.train.engine.train_one_epoch` over shuffled batches of the
     in-memory tensors (masked, class-weighted BCE; AdamW with the model's parameter groups; linear
-    warm-up then cosine per update; gradient clipping).
+    warm-up from 0 then cosine per update, timm's scheduler; gradient clipping).
 
     Args:
         model: maps ``(B, ...)`` inputs to ``(B, A)`` logits.
@@ -227,8 +228,7 @@ def _fit(model, xt, yt, xv, yv, cfg: TrainConfig, *, weights, seed, device, chec
     opt = torch.optim.AdamW(param_groups(model, cfg.lr, cfg.weight_decay, cfg.layer_decay), lr=cfg.lr,
                             weight_decay=cfg.weight_decay)
     steps_per_epoch = max(1, math.ceil(len(xt) / cfg.batch_size))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, engine.cosine_after_warmup(cfg.epochs * steps_per_epoch, int(cfg.warmup_epochs * steps_per_epoch)))
+    sched = engine.cosine_scheduler(opt, cfg.epochs * steps_per_epoch, int(round(cfg.warmup_epochs * steps_per_epoch)))
     w = torch.as_tensor(np.asarray(weights, dtype=np.float32)) if weights is not None else None
     w_dev = None if w is None else w.to(device)
     history: list[dict] = []

@@ -181,12 +181,8 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 def make_scheduler(optimizer: torch.optim.Optimizer, cfg: PretrainConfig, updates_per_epoch: int):
     """timm ``CosineLRScheduler`` stepped per optimiser update: linear warm-up from 0 then cosine to
     ``min_lr`` over ``epochs`` (call ``step_update(num_updates)``)."""
-    from timm.scheduler import CosineLRScheduler
-
-    total = max(1, cfg.epochs * updates_per_epoch)
-    warm = int(round(cfg.warmup_epochs * updates_per_epoch))
-    return CosineLRScheduler(optimizer, t_initial=max(1, total - warm), lr_min=cfg.min_lr, warmup_t=warm,
-                             warmup_lr_init=0.0, warmup_prefix=True, t_in_epochs=False)
+    return engine.cosine_scheduler(optimizer, cfg.epochs * updates_per_epoch,
+                                   int(round(cfg.warmup_epochs * updates_per_epoch)), cfg.min_lr)
 
 
 @dataclass
