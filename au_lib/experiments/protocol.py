@@ -51,6 +51,7 @@ class ProtocolSettings:
     feature_batch: int = 128
     fusion_subsets: tuple[str, ...] = ("RGB", "RGD", "RGT", "RDT", "GDT", "BDT")
     report_test_tuned: bool = True
+    stream_frames: bool = False  # read frames from memory-mapped files on disk instead of memory (real data at 224 px)
     amp: bool | str = True  # training autocast: True = bf16 on CUDA, fp32 on CPU (as pre-training); "bf16" also on CPU
 
 
@@ -71,6 +72,7 @@ PROTOCOL_PROFILES: dict[str, ProtocolSettings] = {
         scratch=TrainConfig(epochs=5, batch_size=32, lr=1e-3, layer_decay=1.0, warmup_epochs=1, patience=3)),
     "paper": ProtocolSettings(
         image_size=224, seeds=(0, 1, 2), max_frames_per_subject=None, fusion_subsets=(),  # () = all 10
+        stream_frames=True,  # real BP4D at 224 px is ~88 GB as float32: stream it from disk
         probe=TrainConfig(epochs=90, batch_size=256, lr=1e-3, weight_decay=0.0, layer_decay=1.0,
                           warmup_epochs=2, patience=15, flip=False),
         finetune=TrainConfig(epochs=30, batch_size=64, lr=5e-4, weight_decay=0.05, layer_decay=0.65,
@@ -251,21 +253,46 @@ def open_for_protocol(dataset: str, dataset_options: dict, modalities: Sequence[
     return ds, f"{Path(folder).name if folder else type(ds).__name__}:{len(ds)}"
 
 
-def load_table(dataset: str, dataset_options: dict, modalities: Sequence[str], image_size: int,
-               profile: str, per_subject: int | None, progress: bool = False, cache: bool = True) -> FrameTable:
-    """Open ``dataset`` through the registry (all subjects), read it into memory, subsample; cached on disk."""
-    from au_lib.data.registry import dataset_module
-    from au_lib.provenance import atomic_torch_save
+def table_key(dataset: str, dataset_options: dict, modalities: Sequence[str], image_size: int, profile: str,
+              per_subject: int | None, fingerprint: str) -> str:
+    """The cache key of a protocol frame table (in memory or streamed): what was read, and which data version."""
     from au_lib.results import config_key
 
+    return config_key({"dataset": dataset, "options": dataset_options, "modalities": list(modalities),
+                       "image_size": image_size, "profile": profile, "per_subject": per_subject,
+                       "data": fingerprint})
+
+
+def load_table(dataset: str, dataset_options: dict, modalities: Sequence[str], image_size: int,
+               profile: str, per_subject: int | None, progress: bool = False, cache: bool = True,
+               stream: bool = False) -> FrameTable:
+    """Open ``dataset`` through the registry (all subjects) and return its frames, subsampled.
+
+    In memory (default): the frames are read into one tensor, cached on disk as a ``.pt`` file. With
+    ``stream=True`` they are written once to memory-mapped arrays in
+    ``<cache>/detection/frames/<dataset>-<key>.frames/`` (:func:`au_lib.train.finetune.materialize_to_disk`)
+    and the table's ``x`` is a lazy :class:`~au_lib.train.finetune.FrameArray`: memory holds the
+    labels and one batch of frames at a time, whatever the dataset's size. Both give the same values
+    when the data are 8-bit RGB / 16-bit depth and thermal (SynthAU, prepared crops at their size).
+    """
+    from au_lib.data.registry import dataset_module
+    from au_lib.provenance import atomic_torch_save
+    from au_lib.train.finetune import materialize_to_disk, open_frame_folder
+
     ds, fingerprint = open_for_protocol(dataset, dataset_options, modalities, image_size, profile)
-    key = config_key({"dataset": dataset, "options": dataset_options, "modalities": list(modalities),
-                      "image_size": image_size, "profile": profile, "per_subject": per_subject,
-                      "data": fingerprint})
+    key = table_key(dataset, dataset_options, modalities, image_size, profile,
+                    None if stream else per_subject, fingerprint)
+    aus = getattr(ds, "aus", None) or getattr(dataset_module(dataset), "AUS", None)
+    if stream:  # every frame on disk (written once), subsampled as a view
+        folder = cache_dir() / "detection" / "frames" / f"{dataset}-{key}.frames"
+        if cache and (folder / "meta.pt").is_file():
+            table = open_frame_folder(folder)
+        else:
+            table = materialize_to_disk(ds, folder, modalities, aus=aus, progress=progress)
+        return subsample(table, per_subject)
     path = cache_dir() / "detection" / "frames" / f"{dataset}-{key}.pt"
     if cache and path.exists():
         return FrameTable(**torch.load(path, weights_only=False))
-    aus = getattr(ds, "aus", None) or getattr(dataset_module(dataset), "AUS", None)
     table = subsample(materialize(ds, modalities, aus=aus, progress=progress), per_subject)
     if cache:
         atomic_torch_save(asdict(table), path)
@@ -332,7 +359,7 @@ def run_protocol(method: Method | str, dataset: str = "synthau", dataset_options
     work_dir = path.parent / "work" / f"{path.stem}-{config_key(config)}"
     with timed() as t:
         table = load_table(dataset, dataset_options, m.modalities, settings.image_size, profile,
-                           settings.max_frames_per_subject, progress=progress)
+                           settings.max_frames_per_subject, progress=progress, stream=settings.stream_frames)
         features = None
         outcomes = []
         for seed in settings.seeds:
@@ -376,6 +403,11 @@ def _resumable_fold(table, fold, method, settings, seed, features, device, progr
     return out
 
 
+def _pixel_sum(x) -> float:
+    """float64 sum of the frames (a tensor, or a streamed FrameArray read in chunks)."""
+    return float(x.double().sum()) if isinstance(x, torch.Tensor) else x.channel_sum()
+
+
 def probe_features(table: FrameTable, method: Method, settings: ProtocolSettings, *, seed: int = 0,
                    device: torch.device | str = "cpu", progress: bool = False, profile: str | None = None,
                    cache: bool = True) -> torch.Tensor:
@@ -384,7 +416,7 @@ def probe_features(table: FrameTable, method: Method, settings: ProtocolSettings
     from au_lib.results import config_key
 
     key = config_key({"extractor": method.backbone, "ckpt": checkpoint_sha(method.checkpoint), "seed": seed,
-                      "n": len(table), "x": float(table.x[:, :3].double().sum()), "size": settings.image_size,
+                      "n": len(table), "x": _pixel_sum(table.x[:, :3]), "size": settings.image_size,
                       "profile": profile})
     path = cache_dir() / "detection" / "features" / f"{method.backbone}-{key}.pt"
     if cache and path.exists():

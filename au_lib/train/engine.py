@@ -36,7 +36,6 @@ import datetime as _dt
 import itertools
 import json
 import logging
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path

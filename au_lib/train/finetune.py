@@ -43,13 +43,99 @@ class TrainConfig:
     flip: bool = True  # random horizontal flip (images only)
     grad_clip: float | None = 5.0
 
+QUANTA = {"rgb": (np.uint8, 255.0), "depth": (np.uint16, 65535.0), "thermal": (np.uint16, 65535.0)}
+"""How each modality is stored on disk when that is lossless: integer codes ``q`` read as ``q / scale``
+(the datasets' own decoding: SynthAU and prepared crops are 8-bit RGB and 16-bit depth/thermal)."""
+
+
+class FrameArray:
+    """Frames ``(N, C, H, W)`` float32 streamed from memory-mapped arrays on disk (one per modality).
+
+    Indexing is lazy: ``a[rows]``, ``a[:, channels]`` and ``a[rows, channels]`` return views (nothing
+    is read), so a protocol can carve folds and channel subsets of a table larger than memory.
+    :meth:`take` (or an integer row) reads rows as a float32 tensor, decoding integer codes with the
+    array's scales exactly as the datasets do (``uint8 -> float / 255``); :meth:`read` reads the view.
+
+    Args:
+        parts: per modality ``(array (N, c, H, W), scale)``; ``scale`` None for float32 storage.
+        rows: row indices of this view into the arrays (None: all).
+        channels: channel indices of this view (None: all, in modality order).
+    """
+
+    ndim = 4
+
+    def __init__(self, parts: Sequence[tuple[np.ndarray, float | None]], rows: np.ndarray | None = None,
+                 channels: Sequence[int] | None = None):
+        self.parts = list(parts)
+        n = {len(a) for a, _ in self.parts}
+        if len(n) != 1:
+            raise ValueError(f"FrameArray: modality arrays have different lengths {sorted(n)}")
+        self._n = n.pop()
+        self._chan = [(k, c) for k, (a, _) in enumerate(self.parts) for c in range(a.shape[1])]
+        self.rows = None if rows is None else np.asarray(rows, dtype=np.int64)
+        self.channels = list(range(len(self._chan))) if channels is None else [int(c) for c in channels]
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        h, w = self.parts[0][0].shape[-2:]
+        return (self._n if self.rows is None else len(self.rows), len(self.channels), int(h), int(w))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def _view(self, rows, channels) -> "FrameArray":
+        base = np.arange(self._n) if self.rows is None else self.rows
+        new_rows = self.rows if rows is None else base[rows]
+        new_ch = self.channels if channels is None else list(np.asarray(self.channels)[channels].reshape(-1))
+        return FrameArray(self.parts, new_rows, new_ch)
+
+    def __getitem__(self, key):
+        rows, channels = (key if isinstance(key, tuple) else (key, None))
+        if isinstance(rows, slice) and rows == slice(None):
+            rows = None
+        if isinstance(rows, torch.Tensor):
+            rows = rows.numpy()
+        if isinstance(rows, (int, np.integer)):
+            return self._view([int(rows)], channels).read()[0]
+        if isinstance(channels, slice) and channels == slice(None):
+            channels = None
+        return self._view(rows, channels)
+
+    def take(self, idx) -> torch.Tensor:
+        """Rows ``idx`` (ints, a slice or a tensor) of this view as a float32 tensor ``(n, C, H, W)``."""
+        return self[idx].read() if not isinstance(idx, (int, np.integer)) else self[idx][None]
+
+    def read(self) -> torch.Tensor:
+        """This view as a float32 tensor (rows read in increasing order, then put in view order)."""
+        rows = np.arange(self._n) if self.rows is None else self.rows
+        order = np.argsort(rows, kind="stable")
+        srt = rows[order]
+        out = torch.empty(self.shape, dtype=torch.float32)
+        for j, ch in enumerate(self.channels):
+            k, c = self._chan[ch]
+            arr, scale = self.parts[k]
+            block = torch.from_numpy(np.ascontiguousarray(arr[srt, c]))
+            block = block.float() / scale if scale is not None else block.float()
+            out[torch.from_numpy(order), j] = block
+        return out
+
+    def channel_sum(self, chunk: int = 1024) -> float:
+        """Sum of all values of the view in float64 (read in chunks of rows)."""
+        return float(sum(float(self.take(slice(i, i + chunk)).double().sum()) for i in range(0, len(self), chunk)))
+
+
+def take_rows(x: "torch.Tensor | FrameArray", idx) -> torch.Tensor:
+    """Rows ``idx`` of an in-memory tensor or a :class:`FrameArray` as a tensor."""
+    return x[idx] if isinstance(x, torch.Tensor) else x.take(idx)
+
 
 @dataclass
 class FrameTable:
     """A dataset loaded into memory: the frames, their labels and subjects.
 
     Attributes:
-        x: ``(N, C, H, W)`` float32 input (RGB in [0,1], then any extra modality channels).
+        x: ``(N, C, H, W)`` float32 input (RGB in [0,1], then any extra modality channels): a tensor in
+            memory, or a :class:`FrameArray` streamed from disk (:func:`materialize_to_disk`).
         au: ``(N, A)`` float32 labels 1/0/-1.
         subject: ``(N,)`` array of subject ids (str).
         aus: the FACS numbers of the A columns.
@@ -58,7 +144,7 @@ class FrameTable:
         channels: names of the C input channels, e.g. ``("r", "g", "b", "depth")``.
     """
 
-    x: torch.Tensor
+    x: "torch.Tensor | FrameArray"
     au: torch.Tensor
     subject: np.ndarray
     aus: tuple[int, ...]
@@ -88,6 +174,45 @@ class FrameTable:
         return idx
 
 
+def _batches(dataset, modalities: Sequence[str], batch_size: int, progress: bool):
+    """Yield ``(parts {modality: (B, c, H, W) float}, batch)`` over a registry dataset, in order."""
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
+    for batch in tqdm(loader, desc="loading frames", disable=not progress, leave=False):
+        parts = {}
+        for m in modalities:
+            if m not in batch:
+                raise KeyError(f"dataset samples have no {m!r} (keys: {sorted(batch)}); "
+                               f"open it with modalities including {m!r}")
+            parts[m] = batch[m].float()
+        yield parts, batch
+
+
+def _table_fields(dataset, modalities: Sequence[str], aus, labs, ints, subs, seqs, frames, n_batches) -> dict:
+    """The FrameTable fields other than ``x`` from the collected per-batch metadata."""
+    if not labs:
+        raise ValueError("dataset is empty")
+    a = tuple(aus) if aus is not None else tuple(getattr(dataset, "aus", range(labs[0].shape[1])))
+    chans: list[str] = []
+    for m in modalities:
+        chans += ["r", "g", "b"] if m == "rgb" else [m]
+    return dict(au=torch.cat(labs), subject=np.asarray(subs), aus=a,
+                au_intensity=torch.cat(ints) if len(ints) == n_batches else None,
+                sequence=np.asarray(seqs), frame=np.asarray(frames), channels=tuple(chans))
+
+
+def _collect(batch, labs, ints, subs, seqs, frames) -> None:
+    labs.append(batch["au"].float())
+    if "au_intensity" in batch:
+        ints.append(batch["au_intensity"].float())
+    subs.extend([str(s) for s in batch["subject"]])
+    seqs.extend([str(s) for s in batch.get("sequence", [""] * len(batch["au"]))])
+    fr = batch.get("frame")
+    frames.extend([int(f) for f in fr] if fr is not None else [-1] * len(batch["au"]))
+
+
 def materialize(dataset, modalities: Sequence[str] = ("rgb",), aus: Sequence[int] | None = None,
                 batch_size: int = 64, progress: bool = False) -> FrameTable:
     """Read every sample of a registry dataset (the shared sample dict) into a :class:`FrameTable`.
@@ -97,39 +222,103 @@ def materialize(dataset, modalities: Sequence[str] = ("rgb",), aus: Sequence[int
     Raises:
         KeyError: naming the modality, if a sample lacks one that was asked for.
     """
-    from torch.utils.data import DataLoader
-    from tqdm.auto import tqdm
-
     xs, labs, ints, subs, seqs, frames = [], [], [], [], [], []
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
-    for batch in tqdm(loader, desc="loading frames", disable=not progress, leave=False):
-        parts = []
-        for m in modalities:
-            if m not in batch:
-                raise KeyError(f"dataset samples have no {m!r} (keys: {sorted(batch)}); "
-                               f"open it with modalities including {m!r}")
-            parts.append(batch[m].float())
-        xs.append(torch.cat(parts, 1))
-        labs.append(batch["au"].float())
-        if "au_intensity" in batch:
-            ints.append(batch["au_intensity"].float())
-        subs.extend([str(s) for s in batch["subject"]])
-        seqs.extend([str(s) for s in batch.get("sequence", [""] * len(batch["au"]))])
-        fr = batch.get("frame")
-        frames.extend([int(f) for f in fr] if fr is not None else [-1] * len(batch["au"]))
-    if not xs:
+    for parts, batch in _batches(dataset, modalities, batch_size, progress):
+        xs.append(torch.cat([parts[m] for m in modalities], 1))
+        _collect(batch, labs, ints, subs, seqs, frames)
+    fields = _table_fields(dataset, modalities, aus, labs, ints, subs, seqs, frames, len(xs))
+    return FrameTable(x=torch.cat(xs), **fields)
+
+
+class _Lossy(Exception):
+    """A batch is not exactly representable in the integer storage."""
+
+
+def materialize_to_disk(dataset, folder: str | os.PathLike, modalities: Sequence[str] = ("rgb",),
+                        aus: Sequence[int] | None = None, batch_size: int = 64,
+                        progress: bool = False) -> FrameTable:
+    """Stream every sample of a registry dataset into memory-mapped arrays in ``folder``; return a
+    :class:`FrameTable` whose ``x`` is a :class:`FrameArray` over them (nothing large stays in memory).
+
+    Each modality is stored as ``x_<modality>.npy`` with the integer codes of :data:`QUANTA` when that
+    is lossless for every frame (the in-memory and the streamed table are then identical), else as
+    float32. Labels and subjects go to ``meta.pt``. The folder is written beside and renamed into
+    place when complete, so an interrupted write leaves nothing that :func:`open_frame_folder` reads.
+    """
+    import shutil
+
+    from au_lib.provenance import atomic_torch_save
+
+    folder = Path(folder)
+    n = len(dataset)
+    if n == 0:
         raise ValueError("dataset is empty")
-    a = tuple(aus) if aus is not None else tuple(getattr(dataset, "aus", range(labs[0].shape[1])))
-    chans: list[str] = []
-    for m in modalities:
-        chans += ["r", "g", "b"] if m == "rgb" else [m]
-    return FrameTable(x=torch.cat(xs), au=torch.cat(labs), subject=np.asarray(subs), aus=a,
-                      au_intensity=torch.cat(ints) if len(ints) == len(xs) else None,
-                      sequence=np.asarray(seqs), frame=np.asarray(frames), channels=tuple(chans))
+    tmp = folder.with_name(folder.name + f".part{os.getpid()}")
+    for quantize in (True, False):
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        arrays: dict[str, np.ndarray] = {}
+        labs, ints, subs, seqs, frames = [], [], [], [], []
+        nb, at = 0, 0
+        try:
+            for parts, batch in _batches(dataset, modalities, batch_size, progress):
+                for m, v in parts.items():
+                    dtype, scale = QUANTA.get(m, (np.float32, None)) if quantize else (np.float32, None)
+                    if m not in arrays:
+                        arrays[m] = np.lib.format.open_memmap(tmp / f"x_{m}.npy", mode="w+", dtype=dtype,
+                                                              shape=(n, *v.shape[1:]))
+                    if scale is not None:
+                        q = (v * scale).round()
+                        if not torch.equal(q.float() / scale, v) or q.min() < 0 or q.max() > np.iinfo(dtype).max:
+                            raise _Lossy(m)
+                        arrays[m][at:at + len(v)] = q.numpy().astype(dtype)
+                    else:
+                        arrays[m][at:at + len(v)] = v.numpy()
+                at += len(batch["au"])
+                nb += 1
+                _collect(batch, labs, ints, subs, seqs, frames)
+        except _Lossy:
+            continue
+        if at != n:
+            raise ValueError(f"dataset yielded {at} samples but has length {n}")
+        for a in arrays.values():
+            a.flush()
+        fields = _table_fields(dataset, modalities, aus, labs, ints, subs, seqs, frames, nb)
+        scales = {m: (QUANTA.get(m, (None, None))[1] if quantize else None) for m in modalities}
+        atomic_torch_save({**fields, "modalities": list(modalities), "scales": scales}, tmp / "meta.pt")
+        del arrays
+        shutil.rmtree(folder, ignore_errors=True)
+        tmp.rename(folder)
+        return open_frame_folder(folder)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def open_frame_folder(folder: str | os.PathLike) -> FrameTable:
+    """The :class:`FrameTable` written by :func:`materialize_to_disk` (frames memory-mapped, read-only).
+
+    Raises:
+        FileNotFoundError / ValueError: naming the folder and the missing or inconsistent file.
+    """
+    folder = Path(folder)
+    meta_path = folder / "meta.pt"
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{folder}: no meta.pt, not a streamed frame table")
+    meta = torch.load(meta_path, weights_only=False)
+    parts = []
+    for m in meta.pop("modalities"):
+        f = folder / f"x_{m}.npy"
+        if not f.is_file():
+            raise FileNotFoundError(f"{folder}: frame array {f.name} is missing")
+        parts.append((np.load(f, mmap_mode="r"), meta["scales"][m]))
+    meta.pop("scales")
+    x = FrameArray(parts)
+    if len(x) != len(meta["au"]):
+        raise ValueError(f"{folder}: {len(x)} frames but {len(meta['au'])} label rows")
+    return FrameTable(x=x, **meta)
 
 
 @torch.no_grad()
-def extract_features(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch_size: int = 128,
+def extract_features(fn: Callable[[torch.Tensor], torch.Tensor], x: "torch.Tensor | FrameArray", batch_size: int = 128,
                      device: torch.device | str = "cpu", progress: bool = False) -> torch.Tensor:
     """Apply a feature extractor ``(B,C,H,W) -> (B,D)`` to all of ``x`` in batches; returns ``(N, D)`` on CPU."""
     from tqdm.auto import tqdm
@@ -138,7 +327,7 @@ def extract_features(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
         fn.eval()
     out = []
     for i in tqdm(range(0, len(x), batch_size), desc="features", disable=not progress, leave=False):
-        out.append(fn(x[i:i + batch_size].to(device)).float().cpu())
+        out.append(fn(take_rows(x, slice(i, i + batch_size)).to(device)).float().cpu())
     feats = torch.cat(out)
     if feats.ndim != 2:
         raise ValueError(f"feature extractor must return (B, D), got {tuple(feats.shape[1:])} per row")
@@ -146,12 +335,13 @@ def extract_features(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
 
 
 @torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 256,
+def predict(model: nn.Module, x: "torch.Tensor | FrameArray", batch_size: int = 256,
             device: torch.device | str = "cpu") -> np.ndarray:
     """Sigmoid probabilities ``(N, A)`` of ``model`` on ``x`` (evaluation mode)."""
     was = model.training
     model.eval()
-    out = [torch.sigmoid(model(x[i:i + batch_size].to(device)).float()).cpu() for i in range(0, len(x), batch_size)]
+    out = [torch.sigmoid(model(take_rows(x, slice(i, i + batch_size)).to(device)).float()).cpu()
+           for i in range(0, len(x), batch_size)]
     model.train(was)
     return torch.cat(out).numpy()
 
@@ -254,7 +444,7 @@ def _fit(model, xt, yt, xv, yv, cfg: TrainConfig, *, weights, seed, device, chec
             idx = perm[i:i + cfg.batch_size][info.rank::info.world_size]  # under DDP: this rank's share
             if len(idx) < 2 and len(xt) >= 2:  # BatchNorm needs 2 rows
                 continue
-            xb, yb = xt[idx], yt[idx]
+            xb, yb = take_rows(xt, idx), yt[idx]
             if images and cfg.flip:
                 flip = torch.rand(len(idx), generator=gen) < 0.5
                 xb = torch.where(flip[:, None, None, None], xb.flip(-1), xb)
