@@ -3,7 +3,9 @@
 For each seed and each of the dataset's three folds (from :func:`au_lib.data.registry.dataset_folds`):
 
 1. carve validation subjects out of the fold's *training* subjects
-   (:func:`au_lib.data.folds.validation_split`);
+   (:func:`au_lib.data.folds.validation_split`); in a label-scarce setting
+   (``label_fraction``) only a seeded subset of whole training subjects is labelled
+   (:func:`au_lib.data.folds.labelled_subset`) and validation comes out of that subset;
 2. train the classifier on the rest with the class-weighted masked BCE (weights from the training
    split only), keeping the epoch with the best validation mean F1 (early stopping);
 3. choose one threshold per AU on the validation frames (:func:`au_lib.metrics.choose_thresholds`);
@@ -29,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from au_lib.data.folds import Fold, validation_split
+from au_lib.data.folds import Fold, labelled_subset, validation_split
 from au_lib.experiments.methods import Method, checkpoint_sha, make_extractor, make_network
 from au_lib.metrics import choose_thresholds, class_weights, f1_per_au
 from au_lib.profiles import current_profile, pick
@@ -51,6 +53,7 @@ class ProtocolSettings:
     feature_batch: int = 128
     fusion_subsets: tuple[str, ...] = ("RGB", "RGD", "RGT", "RDT", "GDT", "BDT")
     report_test_tuned: bool = True
+    label_fraction: float | None = None  # label-scarce: keep this fraction of each fold's training subjects (seeded)
     stream_frames: bool = False  # read frames from memory-mapped files on disk instead of memory (real data at 224 px)
     amp: bool | str = True  # training autocast: True = bf16 on CUDA, fp32 on CPU (as pre-training); "bf16" also on CPU
 
@@ -129,10 +132,12 @@ class FoldOutcome:
     history: list[dict]
     test_rows: np.ndarray  # indices into the FrameTable
     test_scores: np.ndarray  # (n_test, A) probabilities
+    train_subjects: tuple[str, ...] | None = None  # the subjects trained on (after any label fraction)
 
     def summary(self) -> dict:
         nan = lambda a: [None if not np.isfinite(v) else float(v) for v in a]  # noqa: E731
         return {"fold": self.fold, "seed": self.seed, "val_subjects": list(self.val_subjects),
+                "train_subjects": None if self.train_subjects is None else list(self.train_subjects),
                 "best_epoch": self.best_epoch, "thresholds": self.thresholds.tolist(),
                 "f1": nan(self.f1), "mean": float(np.nanmean(self.f1)),
                 "f1_fixed": nan(self.f1_fixed), "mean_fixed": float(np.nanmean(self.f1_fixed)),
@@ -160,7 +165,8 @@ def run_fold(table: FrameTable, fold: Fold, method: Method, settings: ProtocolSe
     ``features`` (``(N, D)``, rows of ``table``) is required for probes. The test fold's labels are
     read only after training and threshold selection, and only to score.
     """
-    tr_subj, val_subj = validation_split(fold.train, settings.val_fraction, seed=seed + fold.index)
+    labelled = labelled_subset(fold.train, settings.label_fraction, seed=(seed, fold.index))
+    tr_subj, val_subj = validation_split(labelled, settings.val_fraction, seed=seed + fold.index)
     tr, va, te = table.rows(tr_subj), table.rows(val_subj), table.rows(fold.test)
     if set(table.subject[te]) & set(table.subject[np.concatenate([tr, va])]):
         raise RuntimeError(f"fold {fold.index}: test subjects leak into training")  # pragma: no cover
@@ -207,7 +213,8 @@ def run_fold(table: FrameTable, fold: Fold, method: Method, settings: ProtocolSe
         tuned, tuned_epoch = np.asarray(best["_test_tuned_per_au"], dtype=float), int(best["epoch"])
     return FoldOutcome(fold=fold.index, seed=seed, val_subjects=tuple(val_subj), best_epoch=res.best_epoch,
                        thresholds=thresholds, f1=f1, f1_fixed=f1_fixed, f1_test_tuned=tuned,
-                       test_tuned_epoch=tuned_epoch, history=hist, test_rows=te, test_scores=test_scores)
+                       test_tuned_epoch=tuned_epoch, history=hist, test_rows=te, test_scores=test_scores,
+                       train_subjects=tuple(tr_subj))
 
 
 # --------------------------------------------------------------------------------------------
