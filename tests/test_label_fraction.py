@@ -68,3 +68,21 @@ def test_protocol_trains_on_the_fraction_only_and_stays_subject_exclusive():
     assert any(len(v) > 1 for v in seen)  # other seeds draw other subsets
     full = P.run_fold(table, registry.dataset_folds("fakeau")[0], m, replace(s, label_fraction=None), features=feats)
     assert len(full.train_subjects) + len(full.val_subjects) == 6
+
+
+def test_cli_label_fraction_and_streaming(tmp_path, capsys):
+    import json
+
+    from au_lib.cli import main
+
+    out = tmp_path / "p.json"
+    rc = main(["probe", "--method", "probe:pixels", "--data", "fakeau", "--profile", "smoke", "--out", str(out),
+               "--no-progress", "--device", "cpu", "--label-fraction", "0.5", "--stream-frames", "--amp", "bf16"])
+    assert rc == 0
+    res = json.loads(out.read_text())
+    s = res["config"]["settings"]
+    assert s["label_fraction"] == 0.5 and s["stream_frames"] is True and s["amp"] == "bf16"
+    assert all(len(r["train_subjects"]) + len(r["val_subjects"]) == 3 for r in res["metrics"]["runs"])
+    assert main(["probe", "--method", "probe:pixels", "--data", "fakeau", "--profile", "smoke",
+                 "--label-fraction", "2"]) == 2
+    assert "--label-fraction" in capsys.readouterr().err

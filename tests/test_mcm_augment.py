@@ -78,3 +78,20 @@ def test_profiles_augment_and_pretraining_runs_with_it(tmp_path):
     off = pretrain(replace(cfg, crop_scale=None, hflip=False), RandomRGBDT(16, 32, seed=3), tmp_path / "off",
                    device="cpu", show_progress=False)
     assert on.history[0]["loss"] != off.history[0]["loss"]
+
+
+def test_cli_switches_reach_the_config(tmp_path, capsys):
+    import json
+
+    from au_lib.cli import main
+
+    common = ["pretrain", "--data", "random", "--profile", "smoke", "--epochs", "1", "--num-samples", "16",
+              "--batch-size", "8", "--no-progress"]
+    assert main([*common, "--out", str(tmp_path / "a"), "--no-crop", "--no-hflip"]) == 0
+    cfg = json.loads((tmp_path / "a" / "summary.json").read_text())["config"]
+    assert cfg["crop_scale"] is None and cfg["hflip"] is False
+    assert main([*common, "--out", str(tmp_path / "b"), "--crop-scale", "0.5,1"]) == 0
+    cfg = json.loads((tmp_path / "b" / "summary.json").read_text())["config"]
+    assert cfg["crop_scale"] == [0.5, 1.0] and cfg["hflip"] is True
+    assert main([*common, "--out", str(tmp_path / "c"), "--crop-scale", "half"]) == 2
+    assert "--crop-scale" in capsys.readouterr().err
