@@ -361,7 +361,7 @@ def probe_protocol(checkpoint: str | Path, dataset: str, dataset_options: dict, 
     if modality not in ("rgb", "fusion"):
         raise ValueError(f"modality must be rgb or fusion, got {modality!r}")
     table = load_table(dataset, dataset_options, ("rgb", "depth", "thermal"), settings.image_size, profile,
-                       settings.max_frames_per_subject, progress=progress)
+                       settings.max_frames_per_subject, progress=progress, stream=settings.stream_frames)
     enc = load_pretrained_encoder(checkpoint).to(device).eval()
     if modality == "rgb":
         feats = extract_features(enc.forward_features, table.x[:, :3], settings.feature_batch, device=device)
@@ -393,11 +393,14 @@ class MCMEvaluate:
         key = repr((ev["dataset"], ev["dataset_options"], settings.image_size, settings.max_frames_per_subject,
                     ev["recon"]["samples"]))
         if key not in self._x5:
+            from au_lib.train.finetune import take_rows
+
             table = load_table(ev["dataset"], ev["dataset_options"], ("rgb", "depth", "thermal"),
-                               settings.image_size, ev["data_profile"], settings.max_frames_per_subject)
+                               settings.image_size, ev["data_profile"], settings.max_frames_per_subject,
+                               stream=settings.stream_frames)
             n = ev["recon"]["samples"]
             idx = np.round(np.linspace(0, len(table) - 1, min(n, len(table)))).astype(int)
-            self._x5[key] = table.x[idx]
+            self._x5[key] = take_rows(table.x, idx)
         return self._x5[key]
 
     def __call__(self, point: Point, ck: Checkpoint, work: Path) -> dict:
