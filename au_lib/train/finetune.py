@@ -111,12 +111,14 @@ class FrameArray:
         order = np.argsort(rows, kind="stable")
         srt = rows[order]
         out = torch.empty(self.shape, dtype=torch.float32)
-        for j, ch in enumerate(self.channels):
-            k, c = self._chan[ch]
-            arr, scale = self.parts[k]
-            block = torch.from_numpy(np.ascontiguousarray(arr[srt, c]))
+        where = torch.from_numpy(order)
+        for k, (arr, scale) in enumerate(self.parts):  # one read per modality file
+            cols = [(j, c) for j, ch in enumerate(self.channels) for kk, c in [self._chan[ch]] if kk == k]
+            if not cols:
+                continue
+            block = torch.from_numpy(np.ascontiguousarray(arr[srt]))[:, [c for _, c in cols]]
             block = block.float() / scale if scale is not None else block.float()
-            out[torch.from_numpy(order), j] = block
+            out[where[:, None], torch.tensor([j for j, _ in cols])[None, :]] = block
         return out
 
     def channel_sum(self, chunk: int = 1024) -> float:
@@ -287,8 +289,14 @@ def materialize_to_disk(dataset, folder: str | os.PathLike, modalities: Sequence
         scales = {m: (QUANTA.get(m, (None, None))[1] if quantize else None) for m in modalities}
         atomic_torch_save({**fields, "modalities": list(modalities), "scales": scales}, tmp / "meta.pt")
         del arrays
-        shutil.rmtree(folder, ignore_errors=True)
-        tmp.rename(folder)
+        if (folder / "meta.pt").is_file():  # another process finished the same table first: use its copy
+            shutil.rmtree(tmp, ignore_errors=True)
+            return open_frame_folder(folder)
+        shutil.rmtree(folder, ignore_errors=True)  # a stale, incomplete folder
+        try:
+            tmp.rename(folder)
+        except OSError:  # lost a race to another writer
+            shutil.rmtree(tmp, ignore_errors=True)
         return open_frame_folder(folder)
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -394,8 +402,10 @@ def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], val: tuple[t
     dev = torch.device(device)
     cuda = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda):
-        # dropout / drop path draw from the global RNG: seed it (per rank) for this fit only
-        torch.manual_seed(int(seed) * 1_000_003 + engine.dist_info().rank)
+        # dropout / drop path draw from the global RNG: seed it (per rank) for this fit only; only the
+        # generators of this device (CPU, and the fit's CUDA device), so no other device's RNG moves
+        for g in _global_generators(dev).values():
+            g.manual_seed(int(seed) * 1_000_003 + engine.dist_info().rank)
         return _fit(model, xt, yt, xv, yv, cfg, weights=weights, seed=seed, device=device, checkpoint=checkpoint,
                     monitor=monitor, progress=progress, desc=desc, amp=amp, compile=compile)
 
