@@ -36,6 +36,7 @@ import datetime as _dt
 import itertools
 import json
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -484,6 +485,20 @@ def train_one_epoch(step_fn: StepFn, model: nn.Module, batches: Iterable, optimi
     return meter, step
 
 
+def cosine_after_warmup(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
+    """``LambdaLR`` factor of update ``k``: ``(k+1)/warmup`` during the warm-up, then a half cosine to 0.
+
+    (Fine-tuning now uses timm's scheduler, :func:`cosine_scheduler`; this stays for the callers
+    that keep a torch ``LambdaLR``, e.g. TCAE training.)
+    """
+    def f(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / max(1, warmup_steps)
+        prog = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, prog)))
+    return f
+
+
 def cosine_scheduler(optimizer: torch.optim.Optimizer, total_updates: int, warmup_updates: int,
                      min_lr: float = 0.0):
     """timm ``CosineLRScheduler`` stepped per optimiser update (``step_update(k)`` before update ``k``,
@@ -507,4 +522,4 @@ __all__ = ["DistInfo", "dist_info", "init_distributed", "cleanup_distributed", "
            "process_device", "all_reduce_mean", "log", "log0", "JsonlLogger", "progress", "step_generator",
            "amp_dtype", "autocast", "grad_scaler", "wrap", "unwrap", "ResumeError", "save_checkpoint",
            "read_checkpoint", "load_checkpoint", "config_differences", "resume", "Meter", "train_one_epoch",
-           "cosine_scheduler"]
+           "cosine_after_warmup", "cosine_scheduler"]
