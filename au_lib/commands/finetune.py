@@ -18,6 +18,12 @@ def add_arguments(parser: argparse.ArgumentParser, examples: str = EXAMPLES) -> 
     parser.add_argument("--root", default=None, help="dataset root (licensed datasets)")
     parser.add_argument("--seeds", default=None, help="comma-separated seeds (default: the profile's)")
     parser.add_argument("--epochs", type=int, default=None, help="override the profile's epochs")
+    parser.add_argument("--label-fraction", type=float, default=None,
+                        help="label-scarce: train on this seeded fraction of each fold's training subjects")
+    parser.add_argument("--stream-frames", action="store_true", default=None,
+                        help="read frames memory-mapped from disk instead of memory (the paper profile does)")
+    parser.add_argument("--amp", choices=("auto", "bf16", "off"), default=None,
+                        help="training autocast: auto = bf16 on CUDA, fp32 on CPU (default); bf16 also on CPU")
     parser.add_argument("--out", default=None, help="result file (default <cache>/results/detection/<profile>/...)")
     parser.add_argument("--no-reuse", action="store_true", help="recompute even if a result with this config exists")
 
@@ -46,6 +52,14 @@ def run_protocol_command(args: argparse.Namespace, kinds: tuple[str, ...]) -> in
             raise ValueError(f"--epochs must be >= 1, got {args.epochs}")
         key = {"probe": "probe", "scratch": "scratch", "finetune": "finetune"}[method.kind]
         settings = replace(settings, **{key: replace(getattr(settings, key), epochs=args.epochs)})
+    if args.label_fraction is not None:
+        if not 0 < args.label_fraction <= 1:
+            raise ValueError(f"--label-fraction must be in (0, 1], got {args.label_fraction}")
+        settings = replace(settings, label_fraction=args.label_fraction)
+    if args.stream_frames:
+        settings = replace(settings, stream_frames=True)
+    if args.amp is not None:
+        settings = replace(settings, amp={"auto": True, "off": False}.get(args.amp, args.amp))
     name = dataset_name(args.data)
     options = {}
     if args.view:

@@ -44,6 +44,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="mixed precision: auto = bf16 on CUDA, fp32 on CPU (the profile's default); "
                              "bf16 also on CPU; fp16 with a grad scaler (CUDA); off = fp32")
     parser.add_argument("--no-amp", dest="amp", action="store_const", const="off", help=argparse.SUPPRESS)
+    parser.add_argument("--crop-scale", default=None,
+                        help="RandomResizedCrop area range MIN,MAX applied to all modalities (default 0.2,1.0, MAE)")
+    parser.add_argument("--no-crop", action="store_true", help="no random crop (FMAE's face recipe: resize only)")
+    parser.add_argument("--no-hflip", action="store_true", help="no random horizontal flip")
     parser.add_argument("--restart", action="store_true", help="start over even if OUT/last.pt exists")
     parser.add_argument("--no-resume", dest="restart", action="store_true", help=argparse.SUPPRESS)  # former name
 
@@ -70,7 +74,19 @@ def run(args: argparse.Namespace) -> int:
         over["subset_embedding"] = False
     if args.lr is None:
         over.pop("lr")
+    if args.crop_scale is not None:
+        try:
+            lo, hi = (float(v) for v in args.crop_scale.split(","))
+        except ValueError:
+            raise ValueError(f"--crop-scale {args.crop_scale!r}: expected MIN,MAX, e.g. 0.2,1.0") from None
+        over["crop_scale"] = (lo, hi)
+    if args.no_hflip:
+        over["hflip"] = False
     cfg = resolve_config(profile, **over)
+    if args.no_crop:
+        from dataclasses import replace
+
+        cfg = replace(cfg, crop_scale=None)
     with distributed() as info:
         res = run_pretraining(cfg, args.data, args.out, profile=profile, device=args.device,
                               show_progress=not args.no_progress, resume=not args.restart)

@@ -85,3 +85,28 @@ def validation_split(train_subjects: Sequence[str], fraction: float = 0.2, seed:
     rng = np.random.default_rng(seed)
     val = set(subs[i] for i in rng.permutation(len(subs))[:n_val])
     return tuple(s for s in subs if s not in val), tuple(sorted(val))
+
+
+def labelled_subset(train_subjects: Sequence[str], fraction: float | None, seed: int | Sequence[int] = 0,
+                    min_subjects: int = 2) -> tuple[str, ...]:
+    """A label-scarce setting: a seeded random ``fraction`` of the training subjects (whole subjects,
+    so the subset stays subject-exclusive), sorted.
+
+    ``round(fraction * n)`` subjects, at least ``min_subjects`` (a validation split needs 2) and at
+    most ``n``; ``fraction=None`` or 1 keeps all. ``seed`` (an int or a tuple such as ``(seed, fold)``)
+    fixes the draw; it is a stream of its own, independent of :func:`validation_split`'s.
+
+    Raises:
+        ValueError: for a fraction outside (0, 1] or fewer than ``min_subjects`` subjects.
+    """
+    subs = sorted(set(train_subjects))
+    if fraction is None or fraction == 1:
+        return tuple(subs)
+    if not 0 < fraction <= 1:
+        raise ValueError(f"label fraction must be in (0, 1], got {fraction}")
+    if len(subs) < min_subjects:
+        raise ValueError(f"need at least {min_subjects} training subjects for a label fraction, got {len(subs)}")
+    k = min(len(subs), max(min_subjects, int(round(fraction * len(subs)))))
+    key = [int(s) for s in (seed if isinstance(seed, (tuple, list)) else (seed,))]
+    rng = np.random.default_rng([*key, 0x1ABE1])
+    return tuple(sorted(subs[i] for i in rng.permutation(len(subs))[:k]))

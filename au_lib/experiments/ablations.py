@@ -361,7 +361,7 @@ def probe_protocol(checkpoint: str | Path, dataset: str, dataset_options: dict, 
     if modality not in ("rgb", "fusion"):
         raise ValueError(f"modality must be rgb or fusion, got {modality!r}")
     table = load_table(dataset, dataset_options, ("rgb", "depth", "thermal"), settings.image_size, profile,
-                       settings.max_frames_per_subject, progress=progress)
+                       settings.max_frames_per_subject, progress=progress, stream=settings.stream_frames)
     enc = load_pretrained_encoder(checkpoint).to(device).eval()
     if modality == "rgb":
         feats = extract_features(enc.forward_features, table.x[:, :3], settings.feature_batch, device=device)
@@ -393,11 +393,14 @@ class MCMEvaluate:
         key = repr((ev["dataset"], ev["dataset_options"], settings.image_size, settings.max_frames_per_subject,
                     ev["recon"]["samples"]))
         if key not in self._x5:
+            from au_lib.train.finetune import take_rows
+
             table = load_table(ev["dataset"], ev["dataset_options"], ("rgb", "depth", "thermal"),
-                               settings.image_size, ev["data_profile"], settings.max_frames_per_subject)
+                               settings.image_size, ev["data_profile"], settings.max_frames_per_subject,
+                               stream=settings.stream_frames)
             n = ev["recon"]["samples"]
             idx = np.round(np.linspace(0, len(table) - 1, min(n, len(table)))).astype(int)
-            self._x5[key] = table.x[idx]
+            self._x5[key] = take_rows(table.x, idx)
         return self._x5[key]
 
     def __call__(self, point: Point, ck: Checkpoint, work: Path) -> dict:
@@ -558,3 +561,185 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float:
     from scipy.stats import spearmanr
 
     return float(spearmanr(x, y).statistic)
+
+
+# ------------------------------------------------------------------------ verdicts with intervals
+
+SUPPORTED, CONTRADICTED, INCONCLUSIVE = "supported", "contradicted", "inconclusive"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The computed verdict on one claim of the paper.
+
+    status: ``supported``, ``contradicted`` or ``inconclusive``; reasons: the tests behind it, in
+    words, with their numbers; numbers: the same as a dict (F1 in the units of the curve, z scores).
+    """
+
+    claim: str
+    status: str
+    reasons: tuple[str, ...]
+    numbers: dict
+
+
+def curve_se(rows: Sequence[dict], x: str) -> dict[str, np.ndarray]:
+    """:func:`curve` plus ``se``: the standard error of each point's mean F1 (%) over its runs
+    (folds x seeds), ``sample std / sqrt(n)``; NaN where a point has a single run."""
+    c = curve(rows, x)
+    runs = [np.asarray(100 * np.asarray(r["metrics"]["per_fold_mean"], dtype=float))
+            for r in sorted(rows, key=lambda r: r["labels"][x])]
+    c["se"] = np.array([np.std(v, ddof=1) / np.sqrt(len(v)) if len(v) > 1 else np.nan for v in runs])
+    return c
+
+
+def _check(x, mean, se) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    x, mean, se = (np.asarray(v, dtype=float) for v in (x, mean, se))
+    if not (x.shape == mean.shape == se.shape) or x.ndim != 1 or len(x) < 3:
+        raise ValueError(f"a curve needs x, mean and se of one equal length >= 3, got {x.shape}, {mean.shape}, {se.shape}")
+    if not np.all(np.isfinite(se)) or np.any(se <= 0):
+        raise ValueError("every point needs a positive, finite standard error (more than one fold or seed)")
+    order = np.argsort(x)
+    return x[order], mean[order], se[order]
+
+
+def weighted_trend(x, mean, se) -> tuple[float, float]:
+    """Inverse-variance weighted least-squares slope of ``mean`` on ``x`` and its standard error
+    (F1 per unit of ``x``)."""
+    x, mean, se = (np.asarray(v, dtype=float) for v in (x, mean, se))
+    w = 1.0 / se ** 2
+    xm = np.sum(w * x) / np.sum(w)
+    sxx = np.sum(w * (x - xm) ** 2)
+    slope = float(np.sum(w * (x - xm) * (mean - np.sum(w * mean) / np.sum(w))) / sxx)
+    return slope, float(1.0 / np.sqrt(sxx))
+
+
+def _power_note(se: np.ndarray, max_se: float | None) -> list[str]:
+    if max_se is not None and np.max(se) > max_se:
+        return [f"underpowered: the largest standard error is {np.max(se):.2f} F1 points (> {max_se:g})"]
+    return []
+
+
+def verdict_rises_to_last(x, mean, se, *, z: float = 1.96, max_se: float | None = 1.0) -> Verdict:
+    """Fig. 1a's claim, "F1 rises with pre-training and is best at the last epoch", from a measured
+    curve (``x`` epochs, ``mean`` F1 and its standard error ``se`` per point).
+
+    - supported: the inverse-variance weighted trend is significantly positive (slope / SE > ``z``)
+      and the last point is not significantly below the best one ((best - last) / SE < ``z``);
+    - contradicted: the last point is significantly below the best (the optimum is earlier), or the
+      trend is significantly negative;
+    - inconclusive: otherwise (e.g. a curve flat within its noise).
+
+    The best point is chosen on the data, so the "below the best" test is slightly liberal; a
+    contradiction is only declared when the gap exceeds ``z`` standard errors of the difference.
+    """
+    x, mean, se = _check(x, mean, se)
+    slope, slope_se = weighted_trend(x, mean, se)
+    best = int(np.argmax(mean))
+    gap = float(mean[best] - mean[-1])
+    gap_z = gap / float(np.hypot(se[best], se[-1])) if best != len(x) - 1 else 0.0
+    trend_z = slope / slope_se
+    nums = {"slope_per_unit": slope, "slope_se": slope_se, "trend_z": trend_z, "best_x": float(x[best]),
+            "best": float(mean[best]), "last_x": float(x[-1]), "last": float(mean[-1]), "gap_best_minus_last": gap,
+            "gap_z": gap_z, "max_se": float(np.max(se)), "z": z}
+    reasons = [f"weighted trend {slope * (x[-1] - x[0]):+.2f} F1 over the range (z = {trend_z:+.2f})",
+               f"best {mean[best]:.2f} at {x[best]:g}, last {mean[-1]:.2f} at {x[-1]:g} (gap z = {gap_z:.2f})"]
+    if gap_z > z:
+        status = CONTRADICTED
+        reasons.append(f"the last point is significantly below the best at {x[best]:g}")
+    elif trend_z < -z:
+        status = CONTRADICTED
+        reasons.append("F1 falls significantly with pre-training")
+    elif trend_z > z:
+        status = SUPPORTED
+        reasons.append("F1 rises significantly and the last point is not significantly below the best")
+    else:
+        status = INCONCLUSIVE
+        reasons.append("no significant trend: the curve is flat within its standard errors")
+    return Verdict("F1 rises with pre-training epochs up to the last one (Fig. 1a)", status,
+                   tuple(reasons + _power_note(se, max_se)), nums)
+
+
+def _diff_z(a: float, se_a: float, b: np.ndarray, se_b: np.ndarray) -> tuple[float, float]:
+    """``a - mean(b)`` and its z score (independent points)."""
+    d = float(a - np.mean(b))
+    s = float(np.sqrt(se_a ** 2 + np.sum(se_b ** 2) / len(b) ** 2))
+    return d, d / s
+
+
+def verdicts_mask_ratio(x, mean, se, *, optimum: float = 0.5, z: float = 1.96,
+                        max_se: float | None = 1.0) -> dict[str, Verdict]:
+    """Fig. 1b's claims from a measured curve of F1 against the mask ratio (``mean`` with ``se``):
+
+    - ``optimum``: "the optimal ratio is 50 %". Contradicted if some other ratio is significantly
+      above the one at ``optimum`` (z > ``z``, naming it); supported if ``optimum`` is the best point
+      and significantly above at least one ratio on each side (an interior peak, not a plateau);
+      else inconclusive.
+    - ``falls_above``: "above 50 % F1 decreases": the F1 at ``optimum`` minus the mean over the
+      higher ratios, supported if significantly positive, contradicted if significantly negative.
+    - ``rises_below``: "performance improves as the ratio increases" up to ``optimum``: the same
+      difference against the lower ratios.
+    """
+    x, mean, se = _check(x, mean, se)
+    at = np.flatnonzero(np.isclose(x, optimum))
+    if len(at) != 1:
+        raise ValueError(f"the curve has no point at the claimed optimum {optimum:g} (x = {x.tolist()})")
+    i = int(at[0])
+    above, below = x > optimum + 1e-9, x < optimum - 1e-9
+    z_vs = {float(x[j]): float((mean[j] - mean[i]) / np.hypot(se[j], se[i])) for j in range(len(x)) if j != i}
+    best = int(np.argmax(mean))
+    power = _power_note(se, max_se)
+    out: dict[str, Verdict] = {}
+
+    better = {r: v for r, v in z_vs.items() if v > z}
+    reasons = [f"F1 {mean[i]:.2f} at {optimum:g}; best {mean[best]:.2f} at {x[best]:g}"]
+    if better:
+        top = max(better, key=better.get)
+        status = CONTRADICTED
+        reasons.append(f"ratio {top:g} is significantly better than {optimum:g} (z = {better[top]:.2f})")
+    elif best == i and any(z_vs[float(r)] < -z for r in x[below]) and any(z_vs[float(r)] < -z for r in x[above]):
+        status = SUPPORTED
+        reasons.append(f"{optimum:g} is the best point and significantly above ratios on both sides")
+    else:
+        status = INCONCLUSIVE
+        reasons.append(f"no ratio is significantly better than {optimum:g}, but {optimum:g} is not a significant "
+                       f"interior peak either")
+    out["optimum"] = Verdict(f"the optimal mask ratio is {optimum:g} (Fig. 1b)", status, tuple(reasons + power),
+                             {"best_x": float(x[best]), "best": float(mean[best]), "at_optimum": float(mean[i]),
+                              "z_vs_optimum": z_vs, "max_se": float(np.max(se)), "z": z})
+
+    for key, side, claim in (("falls_above", above, f"F1 falls above a ratio of {optimum:g} (Fig. 1b)"),
+                             ("rises_below", below, f"F1 rises with the ratio up to {optimum:g} (Fig. 1b)")):
+        if not side.any():
+            out[key] = Verdict(claim, INCONCLUSIVE, (f"no measured ratio on that side of {optimum:g}",), {})
+            continue
+        d, dz = _diff_z(mean[i], se[i], mean[side], se[side])
+        where = "higher" if key == "falls_above" else "lower"
+        reasons = [f"F1 at {optimum:g} minus the mean over the {where} ratios: {d:+.2f} (z = {dz:+.2f})"]
+        if dz > z:
+            status, note = SUPPORTED, f"the {where} ratios score significantly lower"
+        elif dz < -z:
+            status, note = CONTRADICTED, f"the {where} ratios score significantly higher"
+        else:
+            status, note = INCONCLUSIVE, "the difference is within the standard errors"
+        out[key] = Verdict(claim, status, tuple(reasons + [note] + power),
+                           {"difference": d, "z_score": dz, "max_se": float(np.max(se)), "z": z})
+    return out
+
+
+def verdicts_from_rows(epoch_rows: Sequence[dict] | None = None, ratio_rows: Sequence[dict] | None = None, *,
+                       z: float = 1.96, max_se: float | None = 1.0) -> dict[str, Verdict]:
+    """The verdicts on the paper's Fig. 1 claims from loaded sweep results (:func:`select` rows):
+    ``epochs`` (:func:`verdict_rises_to_last`) and ``optimum``/``falls_above``/``rises_below``
+    (:func:`verdicts_mask_ratio`), each point's standard error taken over its folds and seeds."""
+    out: dict[str, Verdict] = {}
+    if epoch_rows:
+        c = curve_se(epoch_rows, "epoch")
+        out["epochs"] = verdict_rises_to_last(c["x"], c["mean"], c["se"], z=z, max_se=max_se)
+    if ratio_rows:
+        c = curve_se(ratio_rows, "mask_ratio")
+        out.update(verdicts_mask_ratio(c["x"], c["mean"], c["se"], z=z, max_se=max_se))
+    return out
+
+
+__all__ += ["Verdict", "curve_se", "weighted_trend", "verdict_rises_to_last", "verdicts_mask_ratio",
+            "verdicts_from_rows", "SUPPORTED", "CONTRADICTED", "INCONCLUSIVE"]

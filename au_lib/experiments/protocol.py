@@ -3,7 +3,9 @@
 For each seed and each of the dataset's three folds (from :func:`au_lib.data.registry.dataset_folds`):
 
 1. carve validation subjects out of the fold's *training* subjects
-   (:func:`au_lib.data.folds.validation_split`);
+   (:func:`au_lib.data.folds.validation_split`); in a label-scarce setting
+   (``label_fraction``) only a seeded subset of whole training subjects is labelled
+   (:func:`au_lib.data.folds.labelled_subset`) and validation comes out of that subset;
 2. train the classifier on the rest with the class-weighted masked BCE (weights from the training
    split only), keeping the epoch with the best validation mean F1 (early stopping);
 3. choose one threshold per AU on the validation frames (:func:`au_lib.metrics.choose_thresholds`);
@@ -29,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from au_lib.data.folds import Fold, validation_split
+from au_lib.data.folds import Fold, labelled_subset, validation_split
 from au_lib.experiments.methods import Method, checkpoint_sha, make_extractor, make_network
 from au_lib.metrics import choose_thresholds, class_weights, f1_per_au
 from au_lib.profiles import current_profile, pick
@@ -51,6 +53,9 @@ class ProtocolSettings:
     feature_batch: int = 128
     fusion_subsets: tuple[str, ...] = ("RGB", "RGD", "RGT", "RDT", "GDT", "BDT")
     report_test_tuned: bool = True
+    label_fraction: float | None = None  # label-scarce: keep this fraction of each fold's training subjects (seeded)
+    stream_frames: bool = False  # read frames from memory-mapped files on disk instead of memory (real data at 224 px)
+    amp: bool | str = True  # training autocast: True = bf16 on CUDA, fp32 on CPU (as pre-training); "bf16" also on CPU
 
 
 PROTOCOL_PROFILES: dict[str, ProtocolSettings] = {
@@ -70,6 +75,7 @@ PROTOCOL_PROFILES: dict[str, ProtocolSettings] = {
         scratch=TrainConfig(epochs=5, batch_size=32, lr=1e-3, layer_decay=1.0, warmup_epochs=1, patience=3)),
     "paper": ProtocolSettings(
         image_size=224, seeds=(0, 1, 2), max_frames_per_subject=None, fusion_subsets=(),  # () = all 10
+        stream_frames=True,  # real BP4D at 224 px is ~88 GB as float32: stream it from disk
         probe=TrainConfig(epochs=90, batch_size=256, lr=1e-3, weight_decay=0.0, layer_decay=1.0,
                           warmup_epochs=2, patience=15, flip=False),
         finetune=TrainConfig(epochs=30, batch_size=64, lr=5e-4, weight_decay=0.05, layer_decay=0.65,
@@ -126,10 +132,12 @@ class FoldOutcome:
     history: list[dict]
     test_rows: np.ndarray  # indices into the FrameTable
     test_scores: np.ndarray  # (n_test, A) probabilities
+    train_subjects: tuple[str, ...] | None = None  # the subjects trained on (after any label fraction)
 
     def summary(self) -> dict:
         nan = lambda a: [None if not np.isfinite(v) else float(v) for v in a]  # noqa: E731
         return {"fold": self.fold, "seed": self.seed, "val_subjects": list(self.val_subjects),
+                "train_subjects": None if self.train_subjects is None else list(self.train_subjects),
                 "best_epoch": self.best_epoch, "thresholds": self.thresholds.tolist(),
                 "f1": nan(self.f1), "mean": float(np.nanmean(self.f1)),
                 "f1_fixed": nan(self.f1_fixed), "mean_fixed": float(np.nanmean(self.f1_fixed)),
@@ -157,7 +165,8 @@ def run_fold(table: FrameTable, fold: Fold, method: Method, settings: ProtocolSe
     ``features`` (``(N, D)``, rows of ``table``) is required for probes. The test fold's labels are
     read only after training and threshold selection, and only to score.
     """
-    tr_subj, val_subj = validation_split(fold.train, settings.val_fraction, seed=seed + fold.index)
+    labelled = labelled_subset(fold.train, settings.label_fraction, seed=(seed, fold.index))
+    tr_subj, val_subj = validation_split(labelled, settings.val_fraction, seed=seed + fold.index)
     tr, va, te = table.rows(tr_subj), table.rows(val_subj), table.rows(fold.test)
     if set(table.subject[te]) & set(table.subject[np.concatenate([tr, va])]):
         raise RuntimeError(f"fold {fold.index}: test subjects leak into training")  # pragma: no cover
@@ -190,7 +199,7 @@ def run_fold(table: FrameTable, fold: Fold, method: Method, settings: ProtocolSe
 
     res = fit(model, (x[tr], y[tr]), (x[va], y[va]), cfg, weights=weights, seed=seed * 1000 + fold.index,
               device=device, checkpoint=checkpoint, monitor=monitor, progress=progress,
-              desc=f"{method.name} fold {fold.index}")
+              desc=f"{method.name} fold {fold.index}", amp=settings.amp)
     val_scores = predict(res.model, x[va], device=device)
     thresholds = choose_thresholds(y[va].numpy(), val_scores)
     test_scores = predict(res.model, x[te], device=device)
@@ -204,7 +213,8 @@ def run_fold(table: FrameTable, fold: Fold, method: Method, settings: ProtocolSe
         tuned, tuned_epoch = np.asarray(best["_test_tuned_per_au"], dtype=float), int(best["epoch"])
     return FoldOutcome(fold=fold.index, seed=seed, val_subjects=tuple(val_subj), best_epoch=res.best_epoch,
                        thresholds=thresholds, f1=f1, f1_fixed=f1_fixed, f1_test_tuned=tuned,
-                       test_tuned_epoch=tuned_epoch, history=hist, test_rows=te, test_scores=test_scores)
+                       test_tuned_epoch=tuned_epoch, history=hist, test_rows=te, test_scores=test_scores,
+                       train_subjects=tuple(tr_subj))
 
 
 # --------------------------------------------------------------------------------------------
@@ -250,21 +260,46 @@ def open_for_protocol(dataset: str, dataset_options: dict, modalities: Sequence[
     return ds, f"{Path(folder).name if folder else type(ds).__name__}:{len(ds)}"
 
 
-def load_table(dataset: str, dataset_options: dict, modalities: Sequence[str], image_size: int,
-               profile: str, per_subject: int | None, progress: bool = False, cache: bool = True) -> FrameTable:
-    """Open ``dataset`` through the registry (all subjects), read it into memory, subsample; cached on disk."""
-    from au_lib.data.registry import dataset_module
-    from au_lib.provenance import atomic_torch_save
+def table_key(dataset: str, dataset_options: dict, modalities: Sequence[str], image_size: int, profile: str,
+              per_subject: int | None, fingerprint: str) -> str:
+    """The cache key of a protocol frame table (in memory or streamed): what was read, and which data version."""
     from au_lib.results import config_key
 
+    return config_key({"dataset": dataset, "options": dataset_options, "modalities": list(modalities),
+                       "image_size": image_size, "profile": profile, "per_subject": per_subject,
+                       "data": fingerprint})
+
+
+def load_table(dataset: str, dataset_options: dict, modalities: Sequence[str], image_size: int,
+               profile: str, per_subject: int | None, progress: bool = False, cache: bool = True,
+               stream: bool = False) -> FrameTable:
+    """Open ``dataset`` through the registry (all subjects) and return its frames, subsampled.
+
+    In memory (default): the frames are read into one tensor, cached on disk as a ``.pt`` file. With
+    ``stream=True`` they are written once to memory-mapped arrays in
+    ``<cache>/detection/frames/<dataset>-<key>.frames/`` (:func:`au_lib.train.finetune.materialize_to_disk`)
+    and the table's ``x`` is a lazy :class:`~au_lib.train.finetune.FrameArray`: memory holds the
+    labels and one batch of frames at a time, whatever the dataset's size. Both give the same values
+    when the data are 8-bit RGB / 16-bit depth and thermal (SynthAU, prepared crops at their size).
+    """
+    from au_lib.data.registry import dataset_module
+    from au_lib.provenance import atomic_torch_save
+    from au_lib.train.finetune import materialize_to_disk, open_frame_folder
+
     ds, fingerprint = open_for_protocol(dataset, dataset_options, modalities, image_size, profile)
-    key = config_key({"dataset": dataset, "options": dataset_options, "modalities": list(modalities),
-                      "image_size": image_size, "profile": profile, "per_subject": per_subject,
-                      "data": fingerprint})
+    key = table_key(dataset, dataset_options, modalities, image_size, profile,
+                    None if stream else per_subject, fingerprint)
+    aus = getattr(ds, "aus", None) or getattr(dataset_module(dataset), "AUS", None)
+    if stream:  # every frame on disk (written once), subsampled as a view
+        folder = cache_dir() / "detection" / "frames" / f"{dataset}-{key}.frames"
+        if cache and (folder / "meta.pt").is_file():
+            table = open_frame_folder(folder)
+        else:
+            table = materialize_to_disk(ds, folder, modalities, aus=aus, progress=progress)
+        return subsample(table, per_subject)
     path = cache_dir() / "detection" / "frames" / f"{dataset}-{key}.pt"
     if cache and path.exists():
         return FrameTable(**torch.load(path, weights_only=False))
-    aus = getattr(ds, "aus", None) or getattr(dataset_module(dataset), "AUS", None)
     table = subsample(materialize(ds, modalities, aus=aus, progress=progress), per_subject)
     if cache:
         atomic_torch_save(asdict(table), path)
@@ -331,7 +366,7 @@ def run_protocol(method: Method | str, dataset: str = "synthau", dataset_options
     work_dir = path.parent / "work" / f"{path.stem}-{config_key(config)}"
     with timed() as t:
         table = load_table(dataset, dataset_options, m.modalities, settings.image_size, profile,
-                           settings.max_frames_per_subject, progress=progress)
+                           settings.max_frames_per_subject, progress=progress, stream=settings.stream_frames)
         features = None
         outcomes = []
         for seed in settings.seeds:
@@ -375,6 +410,11 @@ def _resumable_fold(table, fold, method, settings, seed, features, device, progr
     return out
 
 
+def _pixel_sum(x) -> float:
+    """float64 sum of the frames (a tensor, or a streamed FrameArray read in chunks)."""
+    return float(x.double().sum()) if isinstance(x, torch.Tensor) else x.channel_sum()
+
+
 def probe_features(table: FrameTable, method: Method, settings: ProtocolSettings, *, seed: int = 0,
                    device: torch.device | str = "cpu", progress: bool = False, profile: str | None = None,
                    cache: bool = True) -> torch.Tensor:
@@ -383,7 +423,7 @@ def probe_features(table: FrameTable, method: Method, settings: ProtocolSettings
     from au_lib.results import config_key
 
     key = config_key({"extractor": method.backbone, "ckpt": checkpoint_sha(method.checkpoint), "seed": seed,
-                      "n": len(table), "x": float(table.x[:, :3].double().sum()), "size": settings.image_size,
+                      "n": len(table), "x": _pixel_sum(table.x[:, :3]), "size": settings.image_size,
                       "profile": profile})
     path = cache_dir() / "detection" / "features" / f"{method.backbone}-{key}.pt"
     if cache and path.exists():

@@ -488,8 +488,8 @@ def train_one_epoch(step_fn: StepFn, model: nn.Module, batches: Iterable, optimi
 def cosine_after_warmup(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
     """``LambdaLR`` factor of update ``k``: ``(k+1)/warmup`` during the warm-up, then a half cosine to 0.
 
-    (timm's ``CosineLRScheduler`` starts its warm-up at 0 and its cosine one update later; the stored
-    fine-tuning results were made with this schedule, so it stays.)
+    (Fine-tuning now uses timm's scheduler, :func:`cosine_scheduler`; this stays for the callers
+    that keep a torch ``LambdaLR``, e.g. TCAE training.)
     """
     def f(step: int) -> float:
         if step < warmup_steps:
@@ -499,8 +499,27 @@ def cosine_after_warmup(total_steps: int, warmup_steps: int) -> Callable[[int], 
     return f
 
 
+def cosine_scheduler(optimizer: torch.optim.Optimizer, total_updates: int, warmup_updates: int,
+                     min_lr: float = 0.0):
+    """timm ``CosineLRScheduler`` stepped per optimiser update (``step_update(k)`` before update ``k``,
+    as :func:`train_one_epoch` does): linear warm-up from 0 over ``warmup_updates``, then a half cosine
+    to ``min_lr`` by ``total_updates`` (MAE's pre-training and fine-tuning schedule).
+
+    Groups with an ``lr_scale`` (layer decay) keep it: timm multiplies each group's scheduled value by
+    its ``lr_scale``, so their base value is set to the unscaled lr (``lr / lr_scale``) first, or the
+    scale would be applied twice.
+    """
+    from timm.scheduler import CosineLRScheduler
+
+    for g in optimizer.param_groups:
+        g.setdefault("initial_lr", g["lr"] / g.get("lr_scale", 1.0))
+    total, warm = max(1, int(total_updates)), max(0, int(warmup_updates))
+    return CosineLRScheduler(optimizer, t_initial=max(1, total - warm), lr_min=min_lr, warmup_t=warm,
+                             warmup_lr_init=0.0, warmup_prefix=True, t_in_epochs=False)
+
+
 __all__ = ["DistInfo", "dist_info", "init_distributed", "cleanup_distributed", "distributed", "barrier",
            "process_device", "all_reduce_mean", "log", "log0", "JsonlLogger", "progress", "step_generator",
            "amp_dtype", "autocast", "grad_scaler", "wrap", "unwrap", "ResumeError", "save_checkpoint",
            "read_checkpoint", "load_checkpoint", "config_differences", "resume", "Meter", "train_one_epoch",
-           "cosine_after_warmup"]
+           "cosine_after_warmup", "cosine_scheduler"]

@@ -10,10 +10,13 @@ ds = open_pretrain_dataset("synthau", cfg)          # any dataset yielding rgb (
 result = pretrain(cfg, ds, out_dir="runs/mcm")     # resumes from out_dir/last.pt if present
 ```
 
+Augmentation (MAE's): a random resized crop (``cfg.crop_scale`` of the area, bicubic) and a
+horizontal flip (``cfg.hflip``), the same for every modality of a sample (:class:`AlignedAugment`).
+
 Determinism: the data order comes from a ``DistributedSampler`` seeded with ``cfg.seed`` (also in a
-single process) and every step's channel subsets and spatial masks from
-:func:`au_lib.train.engine.step_generator` (seed, rank, step), so a resumed run reproduces the
-uninterrupted one exactly on the same device.
+single process), each sample's crop and flip from (seed, epoch, index), and every step's channel
+subsets and spatial masks from :func:`au_lib.train.engine.step_generator` (seed, rank, step), so a
+resumed run reproduces the uninterrupted one exactly on the same device.
 """
 
 from __future__ import annotations
@@ -57,6 +60,10 @@ class PretrainConfig:
     seed: int = 0
     num_samples: int | None = None         # dataset size for synthetic data (None: dataset default)
     modalities: tuple[str, ...] = ("rgb", "depth", "thermal")
+    # MAE's augmentation, the same for all modalities of a sample (:class:`AlignedAugment`). MCM's own
+    # is not published: crop_scale=None gives FMAE's face recipe (resize only) with the flip.
+    crop_scale: tuple[float, float] | None = (0.2, 1.0)  # RandomResizedCrop area fraction; None: no crop
+    hflip: bool = True
 
     def effective_batch(self, world_size: int = 1) -> int:
         return self.batch_size * self.accum_iter * world_size
@@ -150,6 +157,84 @@ class RandomRGBDT(Dataset):
         return out
 
 
+class AlignedAugment(Dataset):
+    """MAE's pre-training augmentation applied identically to all modalities of a sample.
+
+    ``RandomResizedCrop(size, scale, ratio=(3/4, 4/3), bicubic)`` (torchvision's parameter draw) then
+    a horizontal flip with probability 0.5, on the stacked ``rgb``/``depth``/``thermal`` channels at
+    once, so the modalities stay pixel-aligned; values are clamped to [0, 1] (bicubic overshoots).
+
+    The draw is a function of ``(seed, epoch, index)``: index it with ``(epoch, i)`` pairs (from
+    :class:`EpochIndices`) so every epoch sees new crops and a resumed run the same ones; a plain
+    ``i`` means epoch 0.
+    """
+
+    KEYS = ("rgb", "depth", "thermal")
+
+    def __init__(self, dataset: Dataset, size: int, scale: tuple[float, float] | None = (0.2, 1.0),
+                 hflip: bool = True, seed: int = 0, ratio: tuple[float, float] = (3 / 4, 4 / 3)):
+        if scale is not None and not (0 < scale[0] <= scale[1] <= 1):
+            raise ValueError(f"crop scale must satisfy 0 < min <= max <= 1, got {scale}")
+        self.dataset, self.size, self.scale, self.hflip = dataset, int(size), scale, bool(hflip)
+        self.seed, self.ratio = int(seed), ratio
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def params(self, epoch: int, index: int, height: int, width: int) -> tuple[int, int, int, int, bool]:
+        """``(top, left, h, w, flip)`` of sample ``index`` in ``epoch`` (deterministic)."""
+        from torchvision.transforms import RandomResizedCrop
+
+        with torch.random.fork_rng(devices=[]):  # torchvision draws from the global RNG
+            torch.manual_seed((self.seed * 1_000_003 + int(epoch) * 104_729 + int(index) * 7_919) % (2**63 - 1))
+            if self.scale is None:
+                top, left, h, w = 0, 0, height, width
+            else:
+                top, left, h, w = RandomResizedCrop.get_params(torch.empty(1, height, width), list(self.scale),
+                                                               list(self.ratio))
+            flip = self.hflip and bool(torch.rand(()) < 0.5)
+        return top, left, h, w, flip
+
+    def __getitem__(self, item: int | tuple[int, int]) -> dict:
+        epoch, index = item if isinstance(item, tuple) else (0, item)
+        from torchvision.transforms import InterpolationMode
+        from torchvision.transforms.v2 import functional as TF
+
+        sample = dict(self.dataset[index])
+        keys = [k for k in self.KEYS if sample.get(k) is not None]
+        if "rgb" not in keys:
+            raise KeyError(f"sample {index} has no 'rgb' (keys: {sorted(sample)})")
+        parts = [torch.as_tensor(sample[k], dtype=torch.float32) for k in keys]
+        x = torch.cat(parts, 0)
+        top, left, h, w, flip = self.params(epoch, index, x.shape[-2], x.shape[-1])
+        if self.scale is not None or x.shape[-1] != self.size or x.shape[-2] != self.size:
+            x = TF.resized_crop(x, top, left, h, w, [self.size, self.size],
+                                interpolation=InterpolationMode.BICUBIC, antialias=True).clamp_(0, 1)
+        if flip:
+            x = x.flip(-1)
+        for k, part in zip(keys, torch.split(x, [p.shape[0] for p in parts])):
+            sample[k] = part
+        return sample
+
+
+class EpochIndices(torch.utils.data.Sampler):
+    """Wrap a sampler with ``set_epoch`` (a ``DistributedSampler``): yield ``(epoch, index)`` pairs
+    for :class:`AlignedAugment`."""
+
+    def __init__(self, sampler: DistributedSampler):
+        self.sampler = sampler
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self):
+        e = int(self.sampler.epoch)
+        return ((e, int(i)) for i in self.sampler)
+
+
 def open_pretrain_dataset(name: str, cfg: PretrainConfig, profile: str | None = None, **options) -> Dataset:
     """The pre-training pool: ``"random"`` (:class:`RandomRGBDT`) or a registry dataset opened with
     ``view="pretrain"``, ``modalities=cfg.modalities`` and ``image_size=cfg.model.img_size``."""
@@ -181,12 +266,8 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 def make_scheduler(optimizer: torch.optim.Optimizer, cfg: PretrainConfig, updates_per_epoch: int):
     """timm ``CosineLRScheduler`` stepped per optimiser update: linear warm-up from 0 then cosine to
     ``min_lr`` over ``epochs`` (call ``step_update(num_updates)``)."""
-    from timm.scheduler import CosineLRScheduler
-
-    total = max(1, cfg.epochs * updates_per_epoch)
-    warm = int(round(cfg.warmup_epochs * updates_per_epoch))
-    return CosineLRScheduler(optimizer, t_initial=max(1, total - warm), lr_min=cfg.min_lr, warmup_t=warm,
-                             warmup_lr_init=0.0, warmup_prefix=True, t_in_epochs=False)
+    return engine.cosine_scheduler(optimizer, cfg.epochs * updates_per_epoch,
+                                   int(round(cfg.warmup_epochs * updates_per_epoch)), cfg.min_lr)
 
 
 @dataclass
@@ -248,6 +329,9 @@ def pretrain(cfg: PretrainConfig, dataset: Dataset, out_dir: str | Path, *, devi
                                   betas=cfg.betas)
     sampler = DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank, shuffle=True,
                                  seed=cfg.seed, drop_last=True)
+    if cfg.crop_scale is not None or cfg.hflip:
+        dataset = AlignedAugment(dataset, cfg.model.img_size, cfg.crop_scale, cfg.hflip, seed=cfg.seed)
+        sampler = EpochIndices(sampler)
     loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, drop_last=True,
                         num_workers=cfg.num_workers, collate_fn=collate_rgbdt,
                         pin_memory=dev.type == "cuda", persistent_workers=cfg.num_workers > 0)
