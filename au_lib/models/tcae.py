@@ -340,7 +340,7 @@ class TCAE(nn.Module):
         return d
 
     def losses(self, source: torch.Tensor, target: torch.Tensor,
-               curriculum: tuple[float, float] | None = None) -> dict[str, torch.Tensor]:
+               curriculum: tuple[float, float] | None = None, aux_scale: float = 1.0) -> dict[str, torch.Tensor]:
         """All TCAE loss terms (per-batch means) and their weighted ``total``.
 
         Terms: ``recon`` |T - warp(S, tau)|_1; ``emb_*`` squared-L2 embedding consistency (AU-changed
@@ -349,6 +349,8 @@ class TCAE(nn.Module):
         normalised units (:meth:`sparsity`); ``out_*`` the code's extra terms if enabled.
         ``curriculum`` (default: the configuration's) is the window ``(lo, hi)`` of samples, ranked
         per term, that each term averages over (the code's ``sort()[int(lo B):int(hi B)]``).
+        ``aux_scale`` multiplies the weight of every term but the reconstruction (a warm-up; 1 = the
+        configured weights).
         """
         cfg, w = self.cfg, self.cfg.weights
         out = self.forward(source, target)
@@ -387,7 +389,7 @@ class TCAE(nn.Module):
         for name, per_sample in terms.items():
             red = curriculum_mean(per_sample, window)
             result[name] = red.detach()
-            total = total + weight.get(name, w.embedding) * red
+            total = total + weight.get(name, w.embedding) * (1.0 if name == "recon" else aux_scale) * red
         result["total"] = total
         result["_output"] = out  # type: ignore[assignment]
         return result

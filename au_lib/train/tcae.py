@@ -68,6 +68,7 @@ class TCAETrainConfig:
     seed: int = 0
     amp: bool | str = True          # True: bf16 on CUDA only; "bf16" also on CPU; "fp16"; False
     pool_pairs: int | None = None   # SynthAU: render this many pairs once and cache them (CPU budgets); None: stream
+    aux_warmup: int = 0             # updates of reconstruction only, then the other terms ramp in over as many
     schedule: str = "none"          # "none" (constant lr) | "cosine" | "official" (curriculum + plateau)
     warmup_steps: int = 0           # "cosine": linear warm-up updates
     validate_every: int = 0         # updates per validation ("official": the code's epoch); 0: never
@@ -117,7 +118,7 @@ TRAIN_PROFILES: dict[str, TCAETrainConfig] = {
     # (PAPER_TRAINING restores the code's values.)
     "cpu": TCAETrainConfig(model=tcae_config("cpu"), batch_size=16, steps=1500, optimizer="adam", lr=1e-3,
                            jitter="off", checkpoint_every=250, log_every=50, num_workers=0, pool_pairs=3000,
-                           schedule="cosine", warmup_steps=50),
+                           schedule="cosine", warmup_steps=50, aux_warmup=500),
     # The official code: SGD(momentum 0.9, lr 1e-3), batch 64, 256x256, its curriculum and plateaus.
     "paper": TCAETrainConfig(model=tcae_config("paper"), batch_size=64, steps=100_000, optimizer="sgd", lr=1e-3,
                              checkpoint_every=5000, log_every=100, num_workers=8, schedule="official",
@@ -125,12 +126,12 @@ TRAIN_PROFILES: dict[str, TCAETrainConfig] = {
 }
 
 PAPER_TRAINING: dict[str, Any] = {"jitter": "independent", "optimizer": "sgd", "lr": 1e-3, "momentum": 0.9,
-                                  "schedule": "none"}
+                                  "schedule": "none", "aux_warmup": 0}
 """The code's training values of the settings the ``cpu`` profile changes (its curriculum and plateau
 schedule need a validation set: ``--official`` adds them)."""
 
 OFFICIAL_TRAINING: dict[str, Any] = {"jitter": "independent", "optimizer": "sgd", "lr": 1e-3, "momentum": 0.9,
-                                     "schedule": "official"}
+                                     "schedule": "official", "aux_warmup": 0}
 """Training settings of the released code (with :data:`OFFICIAL_SWITCHES` for the model)."""
 
 def train_config(profile: str | None = None, model_overrides: Mapping[str, Any] | None = None,
@@ -308,8 +309,8 @@ class _LossModule(nn.Module):
         self.model = model
 
     def forward(self, source: torch.Tensor, target: torch.Tensor,
-                curriculum: tuple[float, float] | None = None) -> dict:
-        return self.model.losses(source, target, curriculum)
+                curriculum: tuple[float, float] | None = None, aux_scale: float = 1.0) -> dict:
+        return self.model.losses(source, target, curriculum, aux_scale)
 
 
 def tcae_step(cfg: TCAETrainConfig, device: torch.device, window: "OfficialSchedule | None" = None):
@@ -323,9 +324,19 @@ def tcae_step(cfg: TCAETrainConfig, device: torch.device, window: "OfficialSched
         src = batch["source"].to(device, non_blocking=True)
         tgt = batch["target"].to(device, non_blocking=True)
         src, tgt = jitter_pairs(src, tgt, cfg, engine.step_generator(cfg.seed, step, rank))
-        terms = model(src, tgt, window.window if window is not None else None)
+        terms = model(src, tgt, window.window if window is not None else None, aux_scale(cfg, step))
         return {"loss": terms["total"], **terms}
     return step_fn
+
+
+def aux_scale(cfg: TCAETrainConfig, step: int) -> float:
+    """Weight factor of the non-reconstruction terms at update ``step``: 0 for the first
+    ``aux_warmup`` updates (the fields first learn to explain the target), then a linear ramp to 1
+    over as many updates; always 1 when ``aux_warmup`` is 0 (the paper)."""
+    w = cfg.aux_warmup
+    if w <= 0:
+        return 1.0
+    return float(min(1.0, max(0.0, (step - w) / w)))
 
 
 class OfficialSchedule:
