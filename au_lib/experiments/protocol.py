@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from au_lib.cache import load_cached_torch
 from au_lib.data.folds import Fold, validation_split
 from au_lib.experiments.methods import Method, checkpoint_sha, make_extractor, make_network
 from au_lib.metrics import choose_thresholds, class_weights, f1_per_au
@@ -239,13 +240,18 @@ def open_for_protocol(dataset: str, dataset_options: dict, modalities: Sequence[
                       profile: str):
     """Open ``dataset`` (all subjects) through the registry; returns ``(dataset, fingerprint)``.
 
-    The fingerprint identifies the data version (SynthAU's cache folder holds a hash of its generator
-    settings; a licensed dataset's root path) so cached tables and results are not reused across versions.
+    The fingerprint identifies the data version so cached tables and results are not reused across
+    versions: the dataset's own ``fingerprint`` when it has one (prepared data: a hash of its
+    ``index.csv`` and ``prepare.json`` content, so re-prepared labels with the same frame count get a
+    new key), else the folder name (SynthAU's holds a hash of its generator settings) and row count.
     """
     from au_lib.data.registry import open_dataset
 
     ds = open_dataset(dataset, modalities=tuple(modalities), image_size=image_size, profile=profile,
                       **dataset_options)
+    own = getattr(ds, "fingerprint", None)
+    if isinstance(own, str) and own:
+        return ds, own
     folder = getattr(ds, "folder", None) or getattr(ds, "root", None)
     return ds, f"{Path(folder).name if folder else type(ds).__name__}:{len(ds)}"
 
@@ -262,8 +268,8 @@ def load_table(dataset: str, dataset_options: dict, modalities: Sequence[str], i
                       "image_size": image_size, "profile": profile, "per_subject": per_subject,
                       "data": fingerprint})
     path = cache_dir() / "detection" / "frames" / f"{dataset}-{key}.pt"
-    if cache and path.exists():
-        return FrameTable(**torch.load(path, weights_only=False))
+    if cache and (hit := load_cached_torch(path, what="frame table cache", check=lambda d: FrameTable(**d))) is not None:
+        return FrameTable(**hit)
     aus = getattr(ds, "aus", None) or getattr(dataset_module(dataset), "AUS", None)
     table = subsample(materialize(ds, modalities, aus=aus, progress=progress), per_subject)
     if cache:
@@ -365,14 +371,22 @@ def _resumable_fold(table, fold, method, settings, seed, features, device, progr
     from au_lib.provenance import atomic_torch_save
 
     done = stem.with_suffix(".outcome.pt")
-    if done.exists():
-        return FoldOutcome(**torch.load(done, weights_only=False))
+    if (hit := load_cached_torch(done, what="finished fold", check=lambda d: FoldOutcome(**d))) is not None:
+        return FoldOutcome(**hit)
     stem.parent.mkdir(parents=True, exist_ok=True)
     out = run_fold(table, fold, method, settings, seed=seed, features=features, device=device, progress=progress,
                    profile=profile, checkpoint=stem.with_suffix(".ckpt.pt"))
     atomic_torch_save(asdict(out), done)
     stem.with_suffix(".ckpt.pt").unlink(missing_ok=True)
     return out
+
+
+def _rows(n: int):
+    """A cache check: a 2-D tensor with ``n`` rows."""
+    def check(t) -> None:
+        if not isinstance(t, torch.Tensor) or t.ndim != 2 or len(t) != n:
+            raise ValueError(f"expected a 2-D tensor of {n} rows, got {type(t).__name__}")
+    return check
 
 
 def probe_features(table: FrameTable, method: Method, settings: ProtocolSettings, *, seed: int = 0,
@@ -386,8 +400,8 @@ def probe_features(table: FrameTable, method: Method, settings: ProtocolSettings
                       "n": len(table), "x": float(table.x[:, :3].double().sum()), "size": settings.image_size,
                       "profile": profile})
     path = cache_dir() / "detection" / "features" / f"{method.backbone}-{key}.pt"
-    if cache and path.exists():
-        return torch.load(path, weights_only=True)
+    if cache and (hit := load_cached_torch(path, what="feature cache", check=_rows(len(table)))) is not None:
+        return hit
     ext = make_extractor(method.backbone, image_size=settings.image_size, checkpoint=method.checkpoint,
                          seed=seed, profile=profile).to(device)
     feats = extract_features(ext, table.x[:, :3], settings.feature_batch, device=device, progress=progress)
