@@ -367,17 +367,28 @@ def run_protocol(method: Method | str, dataset: str = "synthau", dataset_options
 def _resumable_fold(table, fold, method, settings, seed, features, device, progress, profile,
                     stem: Path) -> FoldOutcome:
     """:func:`run_fold` with resume: a finished fold is read back from ``stem.outcome.pt``; an
-    interrupted one resumes from its last epoch checkpoint, which is deleted once the fold is done."""
+    interrupted one resumes from its last epoch checkpoint, which is deleted once the fold is done.
+    Both are work files: a damaged one is reported, deleted and the fold recomputed."""
+    import warnings
+
+    from au_lib.cache import DamagedFileError
     from au_lib.provenance import atomic_torch_save
 
-    done = stem.with_suffix(".outcome.pt")
+    done, ckpt = stem.with_suffix(".outcome.pt"), stem.with_suffix(".ckpt.pt")
     if (hit := load_cached_torch(done, what="finished fold", check=lambda d: FoldOutcome(**d))) is not None:
         return FoldOutcome(**hit)
     stem.parent.mkdir(parents=True, exist_ok=True)
-    out = run_fold(table, fold, method, settings, seed=seed, features=features, device=device, progress=progress,
-                   profile=profile, checkpoint=stem.with_suffix(".ckpt.pt"))
+    kw = dict(seed=seed, features=features, device=device, progress=progress, profile=profile, checkpoint=ckpt)
+    try:
+        out = run_fold(table, fold, method, settings, **kw)
+    except DamagedFileError as exc:
+        if exc.path != ckpt:
+            raise
+        warnings.warn(f"{exc}; restarting the fold", stacklevel=2)
+        ckpt.unlink(missing_ok=True)
+        out = run_fold(table, fold, method, settings, **kw)
     atomic_torch_save(asdict(out), done)
-    stem.with_suffix(".ckpt.pt").unlink(missing_ok=True)
+    ckpt.unlink(missing_ok=True)
     return out
 
 
