@@ -305,6 +305,31 @@ def test_sweep_losses_come_from_the_checkpoint_not_the_log(sweep_ref, tmp_path):
     assert got[2].stats["loss"] == hist[-1]["loss"] != 99.0
 
 
+@pytest.mark.parametrize("field, value", [("epochs", 3), ("blr", 0.01), ("num_samples", 32)])
+def test_sweep_run_folder_of_another_config_is_refused(sweep_ref, tmp_path, field, value):
+    """A sweep's work folder is keyed on its run's config, so a changed setting gets a new folder; a
+    folder holding a run of another config (copied, renamed) is refused naming last.pt and the field."""
+    from au_lib.experiments.ablations import MCMPretrain
+    from au_lib.experiments.sweep import Run, run_work_dir
+    from au_lib.train.engine import ResumeError
+
+    run_dir = next((sweep_ref / "w" / "runs").iterdir())
+    work = tmp_path / "work"
+    shutil.copytree(run_dir, work)
+    (work / "epoch_0002.pt").unlink()
+    cfg = dict(read_checkpoint(work / "last.pt")["config"], **{field: value})
+    run = Run("x", {"pretrain": cfg}, (3,) if field == "epochs" else (2,))
+    assert run_work_dir(tmp_path, run) != run_work_dir(tmp_path, Run("x", {"pretrain": {**cfg, field: None}}, (2,)))
+    before = files(work)
+    if field == "epochs":  # epoch 3 of a 3-epoch run: resuming the 2-epoch run would change its schedule
+        with pytest.raises(ResumeError, match=r"last.pt: cannot resume.*epochs: 2 -> 3"):
+            MCMPretrain("smoke", "cpu", progress=False)(run, work)
+        assert files(work) == before
+    else:  # it passed epoch 2 without keeping it: restarted from scratch with the new config
+        got = MCMPretrain("smoke", "cpu", progress=False)(run, work)
+        assert read_checkpoint(got[2].path)["config"][field] == value
+
+
 @pytest.mark.parametrize("name", ["epoch_0000.pt", "epoch_0002.pt", "last.pt"])
 def test_damaged_sweep_checkpoint_is_recomputed(runner, sweep_ref, tmp_path, name):
     r, w = tmp_path / "r", tmp_path / "w"
@@ -740,3 +765,12 @@ def test_option_types_accept_what_makes_sense():
                     (opt.nonnegative_float, "nan")):
         with pytest.raises(argparse.ArgumentTypeError):
             f(text)
+
+
+def test_a_cuda_index_beyond_the_machines_gpus_is_refused(monkeypatch):
+    """On a machine with one GPU (simulated): cuda:0 and cuda pass, cuda:7 names what exists."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert opt.check_device("cuda:0") == "cuda:0" and opt.check_device("cuda") == "cuda"
+    with pytest.raises(ValueError, match=r"'cuda:7': this machine has 1 CUDA device\(s\), cuda:0 to cuda:0"):
+        opt.check_device("cuda:7")
