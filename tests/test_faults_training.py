@@ -774,3 +774,19 @@ def test_a_cuda_index_beyond_the_machines_gpus_is_refused(monkeypatch):
     assert opt.check_device("cuda:0") == "cuda:0" and opt.check_device("cuda") == "cuda"
     with pytest.raises(ValueError, match=r"'cuda:7': this machine has 1 CUDA device\(s\), cuda:0 to cuda:0"):
         opt.check_device("cuda:7")
+
+
+@pytest.mark.xfail(strict=True, reason="au_lib/commands/train_tcae.py (the lead's, being rewritten) declares its "
+                   "options as plain int/float: use positive_int / positive_float / output_dir from au_lib.commands")
+@pytest.mark.parametrize("option, value", [("--steps", "0"), ("--checkpoint-every", "0"), ("--batch-size", "0"),
+                                           ("--lr", "nan")])
+def test_train_tcae_senseless_option_is_one_error_and_writes_nothing(tmp_path, capsys, monkeypatch, option, value):
+    monkeypatch.setenv("AU_CACHE", str(tmp_path / "cache"))
+    capsys.readouterr()
+    try:
+        rc = main([*TC, option, value, "--out", str(tmp_path / "run")])
+    except Exception:  # a traceback is a failure of this test, not of the harness
+        rc = None
+    assert rc == 2
+    one_line_error(capsys, f"argument {option}:")
+    assert not (tmp_path / "run").exists()
