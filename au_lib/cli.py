@@ -10,6 +10,12 @@ The options every training/evaluation command shares are declared once (:func:`c
 Names are the same across commands: ``--data`` (the dataset), ``--out`` (the run folder or result
 file; always optional, defaulting to the cache), ``--restart`` (ignore a checkpoint to resume from).
 Messages go to the ``logging`` logger ``au_lib`` (INFO, stderr).
+
+Errors are one line on stderr and exit status 2: option values that make no sense are refused while
+parsing by the types in :mod:`au_lib.commands` (``--epochs 0``, ``--lr nan``, ``--device cuda:7``
+without that GPU, an ``--out`` that is a file), before anything is written; a bad input found later
+(a damaged or mismatched checkpoint, a missing file, a full disk) ends the run with the message
+naming the file.
 """
 
 from __future__ import annotations
@@ -17,8 +23,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from typing import Sequence
+
+from au_lib.commands import check_device, device
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "data": ("au_lib.commands.data", "generate the synthetic dataset, describe a dataset, or prepare BP4D/BP4D+/DISFA"),
@@ -40,12 +49,20 @@ WITHOUT_COMMON = ("data", "bench")
 """Subcommands that take none of the common options (``data``'s actions declare their own)."""
 
 
+class Parser(argparse.ArgumentParser):
+    """``argparse`` with one-line errors (``au-lib pretrain: error: argument --epochs: ...``), status 2."""
+
+    def error(self, message: str):  # noqa: D401 (argparse's signature)
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def common_options() -> argparse.ArgumentParser:
     """The options shared by the training and evaluation subcommands (a parent parser)."""
     common = argparse.ArgumentParser(add_help=False)
     group = common.add_argument_group("common options")
     group.add_argument("--profile", default=None, help="smoke | cpu | paper (default: $AU_PROFILE or cpu)")
-    group.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: $AU_DEVICE, else CUDA if available)")
+    group.add_argument("--device", default=None, type=device,
+                       help="cpu | cuda | cuda:N (default: $AU_DEVICE, else CUDA if available)")
     group.add_argument("--no-progress", action="store_true", help="no progress bars")
     return common
 
@@ -63,7 +80,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The argument parser; only ``command``'s module is imported (every module when ``"*"``)."""
     from au_lib import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="au-lib",
         description="Self-supervised facial Action Unit detection (MCM, TCAE): data, training, evaluation.",
         epilog="The profile (smoke|cpu|paper) comes from --profile or $AU_PROFILE (default cpu); "
@@ -88,9 +105,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(_chosen(argv))
-    args, extra = parser.parse_known_args(argv)
-    if extra and not getattr(args, "_passes_through", False):
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:  # a refused option value (or --help) ends here with argparse's status, returned not raised
+        args, extra = parser.parse_known_args(argv)
+        if extra and not getattr(args, "_passes_through", False):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     args.extra = extra
     if getattr(args, "_run", None) is None:
         parser.print_help()
@@ -98,14 +118,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("au_lib").setLevel(logging.INFO)
+    if hasattr(args, "device") and args.device is None and os.environ.get("AU_DEVICE", "").strip():
+        try:
+            check_device(os.environ["AU_DEVICE"].strip())
+        except ValueError as exc:
+            print(f"au-lib {args.command}: error: $AU_DEVICE={exc}", file=sys.stderr)
+            return 2
     try:
         if hasattr(args, "profile"):
             from au_lib.profiles import check_profile, current_profile
 
             args.profile = check_profile(args.profile) if args.profile else current_profile()
         return int(args._run(args) or 0)
-    except (ValueError, FileNotFoundError, KeyError) as exc:
-        print(f"au-lib {args.command}: error: {exc}", file=sys.stderr)
+    except (ValueError, KeyError, OSError) as exc:  # OSError: missing file, full disk, permission
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"au-lib {args.command}: error: {msg}", file=sys.stderr)
         return 2
 
 

@@ -13,26 +13,21 @@ from __future__ import annotations
 
 import argparse
 
+from au_lib.commands import comma_list, fraction, nonnegative_int, output_dir
+
 CHOICES = ("epochs", "mask-ratio", "nomix", "all")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("sweep", choices=CHOICES, help="which sweep (all: the three, sharing runs)")
-    parser.add_argument("--results", default=None,
+    parser.add_argument("--results", default=None, type=output_dir,
                         help="result folder (default: $AU_RESULTS/ablations/cpu for cpu when set, else the cache)")
-    parser.add_argument("--work", default=None, help="checkpoint folder (default <cache>/ablations/work/<profile>)")
+    parser.add_argument("--work", default=None, type=output_dir, help="checkpoint folder (default <cache>/ablations/work/<profile>)")
     parser.add_argument("--shard", default=None, help="i/n: this process computes points i, i+n, ... (0-based)")
-    parser.add_argument("--epochs", default=None, help="override the epoch sweep's checkpoints, e.g. 0,10,50,100")
-    parser.add_argument("--mask-ratios", default=None, help="override the ratios, e.g. 0.25,0.5,0.75")
+    parser.add_argument("--epochs", default=None, type=comma_list(nonnegative_int, "epochs"), help="override the epoch sweep's checkpoints, e.g. 0,10,50,100")
+    parser.add_argument("--mask-ratios", default=None, type=comma_list(fraction, "ratios"), help="override the ratios, e.g. 0.25,0.5,0.75")
     parser.add_argument("--list", action="store_true", help="list the points and whether they are done; compute nothing")
     parser.add_argument("--no-reuse", action="store_true", help="recompute points even if valid results exist")
-
-
-def _floats(text: str, name: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise ValueError(f"{name} {text!r}: expected comma-separated numbers") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,9 +37,9 @@ def run(args: argparse.Namespace) -> int:
     profile = args.profile
     over = {}
     if args.epochs:
-        over["epochs"] = tuple(int(e) for e in _floats(args.epochs, "--epochs"))
+        over["epochs"] = args.epochs
     if args.mask_ratios:
-        over["mask_ratios"] = _floats(args.mask_ratios, "--mask-ratios")
+        over["mask_ratios"] = args.mask_ratios
     settings = ablation_settings(profile, **over)
     sweeps = SWEEPS if args.sweep == "all" else (args.sweep,)
     res_d, work_d = default_dirs(profile)

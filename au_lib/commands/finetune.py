@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from au_lib.commands import comma_list, nonnegative_int, output_file, positive_float, positive_int
+
 KINDS = ("scratch", "finetune")
 EXAMPLES = "scratch:resnet18, scratch:vit, finetune:mcm, finetune:mcm:fusion"
 
@@ -16,15 +18,17 @@ def add_arguments(parser: argparse.ArgumentParser, examples: str = EXAMPLES) -> 
     parser.add_argument("--dataset", dest="data", help=argparse.SUPPRESS)  # the former name
     parser.add_argument("--view", default=None, help="synthau only: bp4d (12 AUs) or disfa (8 AUs)")
     parser.add_argument("--root", default=None, help="dataset root (licensed datasets)")
-    parser.add_argument("--seeds", default=None, help="comma-separated seeds (default: the profile's)")
-    parser.add_argument("--epochs", type=int, default=None, help="override the profile's epochs")
-    parser.add_argument("--label-fraction", type=float, default=None,
+    parser.add_argument("--seeds", default=None, type=comma_list(nonnegative_int, "seeds"),
+                        help="comma-separated seeds (default: the profile's)")
+    parser.add_argument("--epochs", type=positive_int, default=None, help="override the profile's epochs")
+    parser.add_argument("--label-fraction", type=positive_float, default=None,
                         help="label-scarce: train on this seeded fraction of each fold's training subjects")
     parser.add_argument("--stream-frames", action="store_true", default=None,
                         help="read frames memory-mapped from disk instead of memory (the paper profile does)")
     parser.add_argument("--amp", choices=("auto", "bf16", "off"), default=None,
                         help="training autocast: auto = bf16 on CUDA, fp32 on CPU (default); bf16 also on CPU")
-    parser.add_argument("--out", default=None, help="result file (default <cache>/results/detection/<profile>/...)")
+    parser.add_argument("--out", default=None, type=output_file,
+                        help="result file (default <cache>/results/detection/<profile>/...)")
     parser.add_argument("--no-reuse", action="store_true", help="recompute even if a result with this config exists")
 
 
@@ -43,13 +47,8 @@ def run_protocol_command(args: argparse.Namespace, kinds: tuple[str, ...]) -> in
         raise ValueError(f"--method {args.method!r}: this command runs {' / '.join(kinds)} methods")
     settings = protocol_settings(profile)
     if args.seeds:
-        try:
-            settings = replace(settings, seeds=tuple(int(s) for s in args.seeds.split(",")))
-        except ValueError:
-            raise ValueError(f"--seeds {args.seeds!r}: expected comma-separated integers") from None
+        settings = replace(settings, seeds=tuple(args.seeds))
     if args.epochs is not None:
-        if args.epochs < 1:
-            raise ValueError(f"--epochs must be >= 1, got {args.epochs}")
         key = {"probe": "probe", "scratch": "scratch", "finetune": "finetune"}[method.kind]
         settings = replace(settings, **{key: replace(getattr(settings, key), epochs=args.epochs)})
     if args.label_fraction is not None:

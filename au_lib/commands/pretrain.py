@@ -9,35 +9,28 @@ from __future__ import annotations
 
 import argparse
 
-
-def _int_list(text: str) -> tuple[int, ...]:
-    try:
-        vals = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise ValueError(f"--save-epochs expects comma-separated integers like 10,20,50, got {text!r}") from None
-    if any(v < 1 for v in vals):
-        raise ValueError(f"--save-epochs values must be >= 1, got {text!r}")
-    return vals
+from au_lib.commands import (comma_list, fraction, nonnegative_float, nonnegative_int, output_dir, positive_float,
+                             positive_int)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default="synthau",
                         help="synthau | bp4dplus | bp4d | disfa | random (pre-training pool; default synthau)")
-    parser.add_argument("--out", default=None, help="run folder (default <cache>/mcm/<profile>)")
-    parser.add_argument("--epochs", type=int, default=None)
-    parser.add_argument("--batch-size", type=int, default=None, help="per process and micro-step")
-    parser.add_argument("--accum-iter", type=int, default=None, help="gradient accumulation steps")
-    parser.add_argument("--blr", type=float, default=None, help="base lr: lr = blr * effective batch / 256")
-    parser.add_argument("--lr", type=float, default=None, help="absolute lr (overrides --blr)")
-    parser.add_argument("--warmup-epochs", type=float, default=None)
-    parser.add_argument("--mask-ratio", type=float, default=None, help="spatial mask ratio (paper: 0.5)")
+    parser.add_argument("--out", default=None, type=output_dir, help="run folder (default <cache>/mcm/<profile>)")
+    parser.add_argument("--epochs", type=positive_int, default=None)
+    parser.add_argument("--batch-size", type=positive_int, default=None, help="per process and micro-step")
+    parser.add_argument("--accum-iter", type=positive_int, default=None, help="gradient accumulation steps")
+    parser.add_argument("--blr", type=positive_float, default=None, help="base lr: lr = blr * effective batch / 256")
+    parser.add_argument("--lr", type=positive_float, default=None, help="absolute lr (overrides --blr)")
+    parser.add_argument("--warmup-epochs", type=nonnegative_float, default=None)
+    parser.add_argument("--mask-ratio", type=fraction, default=None, help="spatial mask ratio (paper: 0.5)")
     parser.add_argument("--norm-pix-loss", action="store_true", default=None, help="MAE per-patch normalised targets")
     parser.add_argument("--no-subset-embedding", action="store_true",
                         help="do not tell the encoder which channels it was given")
-    parser.add_argument("--save-epochs", default=None, help="keep checkpoints after these epochs, e.g. 10,20,50")
-    parser.add_argument("--save-every", type=int, default=None, help="write last.pt every N epochs")
-    parser.add_argument("--num-samples", type=int, default=None, help="size of a synthetic pool")
-    parser.add_argument("--num-workers", type=int, default=None)
+    parser.add_argument("--save-epochs", default=None, type=comma_list(positive_int, "epochs"), help="keep checkpoints after these epochs, e.g. 10,20,50")
+    parser.add_argument("--save-every", type=positive_int, default=None, help="write last.pt every N epochs")
+    parser.add_argument("--num-samples", type=positive_int, default=None, help="size of a synthetic pool")
+    parser.add_argument("--num-workers", type=nonnegative_int, default=None)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
     parser.add_argument("--amp", choices=("auto", "bf16", "fp16", "off"), default=None,
@@ -61,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
                 lr=args.lr, warmup_epochs=args.warmup_epochs, save_every=args.save_every,
                 num_samples=args.num_samples, num_workers=args.num_workers, seed=args.seed)
     if args.save_epochs is not None:
-        over["save_epochs"] = _int_list(args.save_epochs)
+        over["save_epochs"] = args.save_epochs
     if args.compile:
         over["compile"] = True
     if args.amp is not None:

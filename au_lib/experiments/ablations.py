@@ -238,10 +238,11 @@ def cache_dir() -> Path:
 
 def _initial_checkpoint(cfg: PretrainConfig, path: Path) -> None:
     """Epoch 0: the weights :func:`au_lib.train.pretrain.pretrain` starts from (same seed, same draw)."""
+    from au_lib.cache import load_cached_torch
     from au_lib.models.mcm import MCM
     from au_lib.train.engine import save_checkpoint
 
-    if path.exists():
+    if load_cached_torch(path, what="sweep checkpoint", check=_checkpoint_at(0)) is not None:
         return
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
@@ -269,6 +270,21 @@ def pretrain_pool(dataset: str, cfg: PretrainConfig, profile: str):
     return ds
 
 
+def _checkpoint_at(epoch: int | None):
+    """A cache check: a training checkpoint (after ``epoch`` epochs when given)."""
+    def check(ck) -> None:
+        if not isinstance(ck, dict) or "model" not in ck or "epoch" not in ck:
+            raise ValueError("not a training checkpoint")
+        if epoch is not None and int(ck["epoch"]) != epoch:
+            raise ValueError(f"holds epoch {ck['epoch']}, not {epoch}")
+    return check
+
+
+def _epoch_row(ckpt: dict, epoch: int) -> dict:
+    """The history record of ``epoch`` inside a checkpoint (empty if absent)."""
+    return next((dict(r) for r in ckpt.get("history", []) if r.get("epoch") == epoch), {})
+
+
 class MCMPretrain:
     """``pretrain_fn`` for :func:`au_lib.experiments.sweep.run_sweep`: one MCM pre-training run
     (:func:`au_lib.train.pretrain.pretrain`, resumable) with ``epoch_XXXX.pt`` at the run's epochs."""
@@ -278,7 +294,8 @@ class MCMPretrain:
         self.profile, self.device, self.progress, self.dataset = profile, device, progress, dataset
 
     def __call__(self, run: Run, work: Path) -> dict[int, Checkpoint]:
-        from au_lib.train.engine import JsonlLogger
+        from au_lib.cache import load_cached_torch
+        from au_lib.train.engine import read_checkpoint
         from au_lib.train.pretrain import pretrain
 
         cfg = PretrainConfig.from_dict(run.config["pretrain"])
@@ -290,27 +307,35 @@ class MCMPretrain:
             out[0] = Checkpoint(work / "epoch_0000.pt", {"epoch": 0})
         wanted = [e for e in run.epochs if e > 0]
         if wanted:
-            missing = [e for e in wanted if not (work / f"epoch_{e:04d}.pt").exists()]
+            # the work folder is a cache: a damaged checkpoint there is reported, deleted and recomputed
+            rows: dict[int, dict] = {}
+            for e in wanted:
+                ck = load_cached_torch(work / f"epoch_{e:04d}.pt", what="sweep checkpoint", check=_checkpoint_at(e))
+                if ck is not None:
+                    rows[e] = _epoch_row(ck, e)
+            missing = [e for e in wanted if e not in rows]
             last = work / "last.pt"
-            if missing and last.exists():
-                done = int(torch.load(last, map_location="cpu", weights_only=False)["epoch"])
-                if done >= min(missing):  # passed an epoch it did not keep: restart (deterministic)
-                    for f in [last, work / "log.jsonl", *work.glob("epoch_*.pt")]:
+            if missing:
+                ck = load_cached_torch(last, what="pre-training checkpoint", check=_checkpoint_at(None))
+                if ck is not None and int(ck["epoch"]) >= min(missing):  # passed an epoch it did not keep:
+                    for f in [last, work / "log.jsonl", *work.glob("epoch_*.pt")]:  # restart (deterministic)
                         if f.name != "epoch_0000.pt":
                             f.unlink(missing_ok=True)
-            if missing:
+                del ck
                 ds = pretrain_pool(self.dataset, cfg, self.profile)
                 with torch.random.fork_rng(devices=[]):
                     torch.manual_seed(cfg.seed)  # pretrain() draws the model init from the global RNG
                     pretrain(cfg, ds, work, device=self.device, show_progress=self.progress)
-            hist = {r["epoch"]: r for r in JsonlLogger.read(work / "log.jsonl") if r.get("kind") == "epoch"}
-            for e in wanted:
-                p = work / f"epoch_{e:04d}.pt"
-                if not p.exists():
-                    raise RuntimeError(f"pre-training in {work} did not write {p.name}")
-                h = hist.get(e, {})
-                out[e] = Checkpoint(p, {"epoch": e, **{k: h[k] for k in ("loss", "loss_rgb", "loss_depth",
-                                                                         "loss_thermal") if k in h}})
+                for e in missing:
+                    p = work / f"epoch_{e:04d}.pt"
+                    if not p.exists():
+                        raise RuntimeError(f"pre-training in {work} did not write {p.name}")
+                    rows[e] = _epoch_row(read_checkpoint(p), e)
+            for e in wanted:  # the losses come from the checkpoint's own history (never from log.jsonl)
+                h = rows[e]
+                out[e] = Checkpoint(work / f"epoch_{e:04d}.pt",
+                                    {"epoch": e, **{k: h[k] for k in ("loss", "loss_rgb", "loss_depth", "loss_thermal")
+                                                    if k in h}})
         return out
 
 

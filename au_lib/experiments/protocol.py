@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from au_lib.cache import load_cached_torch
 from au_lib.data.folds import Fold, labelled_subset, validation_split
 from au_lib.experiments.methods import Method, checkpoint_sha, make_extractor, make_network
 from au_lib.metrics import choose_thresholds, class_weights, f1_per_au
@@ -249,13 +250,18 @@ def open_for_protocol(dataset: str, dataset_options: dict, modalities: Sequence[
                       profile: str):
     """Open ``dataset`` (all subjects) through the registry; returns ``(dataset, fingerprint)``.
 
-    The fingerprint identifies the data version (SynthAU's cache folder holds a hash of its generator
-    settings; a licensed dataset's root path) so cached tables and results are not reused across versions.
+    The fingerprint identifies the data version so cached tables and results are not reused across
+    versions: the dataset's own ``fingerprint`` when it has one (prepared data: a hash of its
+    ``index.csv`` and ``prepare.json`` content, so re-prepared labels with the same frame count get a
+    new key), else the folder name (SynthAU's holds a hash of its generator settings) and row count.
     """
     from au_lib.data.registry import open_dataset
 
     ds = open_dataset(dataset, modalities=tuple(modalities), image_size=image_size, profile=profile,
                       **dataset_options)
+    own = getattr(ds, "fingerprint", None)
+    if isinstance(own, str) and own:
+        return ds, own
     folder = getattr(ds, "folder", None) or getattr(ds, "root", None)
     return ds, f"{Path(folder).name if folder else type(ds).__name__}:{len(ds)}"
 
@@ -298,8 +304,8 @@ def load_table(dataset: str, dataset_options: dict, modalities: Sequence[str], i
             table = materialize_to_disk(ds, folder, modalities, aus=aus, progress=progress)
         return subsample(table, per_subject)
     path = cache_dir() / "detection" / "frames" / f"{dataset}-{key}.pt"
-    if cache and path.exists():
-        return FrameTable(**torch.load(path, weights_only=False))
+    if cache and (hit := load_cached_torch(path, what="frame table cache", check=lambda d: FrameTable(**d))) is not None:
+        return FrameTable(**hit)
     table = subsample(materialize(ds, modalities, aus=aus, progress=progress), per_subject)
     if cache:
         atomic_torch_save(asdict(table), path)
@@ -396,23 +402,42 @@ def run_protocol(method: Method | str, dataset: str = "synthau", dataset_options
 def _resumable_fold(table, fold, method, settings, seed, features, device, progress, profile,
                     stem: Path) -> FoldOutcome:
     """:func:`run_fold` with resume: a finished fold is read back from ``stem.outcome.pt``; an
-    interrupted one resumes from its last epoch checkpoint, which is deleted once the fold is done."""
+    interrupted one resumes from its last epoch checkpoint, which is deleted once the fold is done.
+    Both are work files: a damaged one is reported, deleted and the fold recomputed."""
+    import warnings
+
+    from au_lib.cache import DamagedFileError
     from au_lib.provenance import atomic_torch_save
 
-    done = stem.with_suffix(".outcome.pt")
-    if done.exists():
-        return FoldOutcome(**torch.load(done, weights_only=False))
+    done, ckpt = stem.with_suffix(".outcome.pt"), stem.with_suffix(".ckpt.pt")
+    if (hit := load_cached_torch(done, what="finished fold", check=lambda d: FoldOutcome(**d))) is not None:
+        return FoldOutcome(**hit)
     stem.parent.mkdir(parents=True, exist_ok=True)
-    out = run_fold(table, fold, method, settings, seed=seed, features=features, device=device, progress=progress,
-                   profile=profile, checkpoint=stem.with_suffix(".ckpt.pt"))
+    kw = dict(seed=seed, features=features, device=device, progress=progress, profile=profile, checkpoint=ckpt)
+    try:
+        out = run_fold(table, fold, method, settings, **kw)
+    except DamagedFileError as exc:
+        if exc.path != ckpt:
+            raise
+        warnings.warn(f"{exc}; restarting the fold", stacklevel=2)
+        ckpt.unlink(missing_ok=True)
+        out = run_fold(table, fold, method, settings, **kw)
     atomic_torch_save(asdict(out), done)
-    stem.with_suffix(".ckpt.pt").unlink(missing_ok=True)
+    ckpt.unlink(missing_ok=True)
     return out
 
 
 def _pixel_sum(x) -> float:
     """float64 sum of the frames (a tensor, or a streamed FrameArray read in chunks)."""
     return float(x.double().sum()) if isinstance(x, torch.Tensor) else x.channel_sum()
+
+
+def _rows(n: int):
+    """A cache check: a 2-D tensor with ``n`` rows."""
+    def check(t) -> None:
+        if not isinstance(t, torch.Tensor) or t.ndim != 2 or len(t) != n:
+            raise ValueError(f"expected a 2-D tensor of {n} rows, got {type(t).__name__}")
+    return check
 
 
 def probe_features(table: FrameTable, method: Method, settings: ProtocolSettings, *, seed: int = 0,
@@ -426,8 +451,8 @@ def probe_features(table: FrameTable, method: Method, settings: ProtocolSettings
                       "n": len(table), "x": _pixel_sum(table.x[:, :3]), "size": settings.image_size,
                       "profile": profile})
     path = cache_dir() / "detection" / "features" / f"{method.backbone}-{key}.pt"
-    if cache and path.exists():
-        return torch.load(path, weights_only=True)
+    if cache and (hit := load_cached_torch(path, what="feature cache", check=_rows(len(table)))) is not None:
+        return hit
     ext = make_extractor(method.backbone, image_size=settings.image_size, checkpoint=method.checkpoint,
                          seed=seed, profile=profile).to(device)
     feats = extract_features(ext, table.x[:, :3], settings.feature_batch, device=device, progress=progress)

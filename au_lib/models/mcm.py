@@ -456,10 +456,13 @@ def load_pretrained_encoder(checkpoint_path: str | Path, map_location="cpu",
     (a dict with ``"config"`` and ``"model"``), or from a file holding a timm ViT state_dict together
     with ``{"config": MCMConfig dict}``. ``drop_path`` overrides the rate for fine-tuning.
     """
+    from au_lib.cache import load_torch_file
+
     path = Path(checkpoint_path)
     if not path.is_file():
         raise FileNotFoundError(f"no MCM checkpoint at {path}")
-    ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    ckpt = load_torch_file(path, what="MCM checkpoint", map_location=map_location,
+                           advice="pass another --checkpoint or pre-train again")
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         raise ValueError(f"{path}: not an MCM pre-training checkpoint (needs 'model' and 'config' entries)")
     cfg_d = ckpt["config"]

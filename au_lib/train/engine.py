@@ -305,7 +305,7 @@ def save_checkpoint(path: str | os.PathLike, *, model: nn.Module, optimizer: tor
         return None
     obj: dict[str, Any] = {"format": CHECKPOINT_FORMAT, "model": unwrap(model).state_dict(), "step": int(step),
                            "epoch": int(epoch), "history": [dict(h) for h in history],
-                           "config": dict(config or {}), "torch": torch.__version__}
+                           "config": dict(config or {}), "torch": str(torch.__version__)}
     if optimizer is not None:
         obj["optimizer"] = optimizer.state_dict()
     if scheduler is not None:
@@ -319,17 +319,33 @@ def save_checkpoint(path: str | os.PathLike, *, model: nn.Module, optimizer: tor
     return atomic_torch_save(obj, path)
 
 
+def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files an atomic write killed mid-way left in ``folder`` (``.NAME.*.tmp``,
+    see :func:`au_lib.provenance.atomic_write_bytes`); returns them. For the start of a run (rank 0),
+    when no other process writes into ``folder``."""
+    gone = []
+    for p in Path(folder).glob(".*.tmp"):
+        if p.is_file():
+            p.unlink(missing_ok=True)
+            gone.append(p)
+    return gone
+
+
 def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
-    """The checkpoint dict at ``path``. Raises FileNotFoundError, or ValueError naming the file."""
+    """The checkpoint dict at ``path`` (read with ``weights_only=True`` by :func:`au_lib.cache.load_torch_file`).
+
+    Raises FileNotFoundError, or :class:`au_lib.cache.DamagedFileError` (a ValueError) naming the file
+    when it is empty, truncated or not a checkpoint.
+    """
+    from au_lib.cache import DamagedFileError, load_torch_file
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as exc:  # truncated or foreign file
-        raise ValueError(f"{path}: cannot read checkpoint ({exc})") from exc
+    ckpt = load_torch_file(path, what="checkpoint", map_location=map_location,
+                           advice="delete it (or pass --restart) to start over, or restore it from a backup")
     if not isinstance(ckpt, dict) or "model" not in ckpt:
-        raise ValueError(f"{path}: not a training checkpoint (no 'model' entry)")
+        raise DamagedFileError(path, f"{path}: not a training checkpoint (no 'model' entry)")
     return ckpt
 
 
@@ -520,6 +536,6 @@ def cosine_scheduler(optimizer: torch.optim.Optimizer, total_updates: int, warmu
 
 __all__ = ["DistInfo", "dist_info", "init_distributed", "cleanup_distributed", "distributed", "barrier",
            "process_device", "all_reduce_mean", "log", "log0", "JsonlLogger", "progress", "step_generator",
-           "amp_dtype", "autocast", "grad_scaler", "wrap", "unwrap", "ResumeError", "save_checkpoint",
+           "amp_dtype", "autocast", "grad_scaler", "wrap", "unwrap", "ResumeError", "save_checkpoint", "remove_stale_temps",
            "read_checkpoint", "load_checkpoint", "config_differences", "resume", "Meter", "train_one_epoch",
            "cosine_after_warmup", "cosine_scheduler"]

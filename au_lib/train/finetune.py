@@ -379,11 +379,10 @@ def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], val: tuple[t
         model: maps ``(B, ...)`` inputs to ``(B, A)`` logits.
         train, val: ``(x, labels)`` tensors; labels 1/0/-1. ``val`` selects the epoch (F1 at 0.5).
         weights: ``(A,)`` per-AU loss weights (compute them on ``train`` labels only).
-        seed: seeds the shuffling and flips (a private ``torch.Generator``) and, for the duration of
-            the fit, the global RNG that dropout and stochastic depth draw from (forked, so the
-            caller's RNG is untouched; seeded per rank under DDP); two fits with the same seed,
-            data and device are identical, and the global RNG state is checkpointed so a resumed
-            fit continues the same stream.
+        seed: seeds the shuffling and flips (a private ``torch.Generator``) and the global RNG that
+            dropout and stochastic depth draw from: forked for the duration of the fit (the caller's
+            RNG is untouched) and re-seeded from ``(seed, epoch)`` at every epoch, so two fits with
+            the same seed, data and device are identical and a resumed fit continues the same stream.
         checkpoint: file to save after every epoch (the engine's format) and resume from if it exists.
         monitor: called as ``monitor(model, epoch)`` after each epoch in eval mode; its dict is
             stored in the history (use it to *report* test-fold curves; it must not feed back).
@@ -424,6 +423,7 @@ def _fit(model, xt, yt, xv, yv, cfg: TrainConfig, *, weights, seed, device, chec
          amp, compile) -> FitResult:
     """The body of :func:`fit` (run inside its forked, seeded global RNG)."""
     model.to(device)
+    dev = torch.device(device)
     gen = torch.Generator().manual_seed(int(seed))
     opt = torch.optim.AdamW(param_groups(model, cfg.lr, cfg.weight_decay, cfg.layer_decay), lr=cfg.lr,
                             weight_decay=cfg.weight_decay)
@@ -470,8 +470,12 @@ def _fit(model, xt, yt, xv, yv, cfg: TrainConfig, *, weights, seed, device, chec
         if stale >= cfg.patience:
             break
         model.train()
-        meter, step = engine.train_one_epoch(step_fn, net, batches(), opt, device=device, step=step, scheduler=sched,
-                                             clip_grad=cfg.grad_clip, amp=amp, desc=desc)
+        # stochastic layers (drop path, dropout) draw from the global RNG: seed it per epoch (and
+        # restore the caller's), so a resumed run and another process reproduce this one exactly
+        with torch.random.fork_rng(devices=[dev.index or 0] if dev.type == "cuda" else []):
+            torch.manual_seed((int(seed) * 1_000_003 + epoch) % (2**63 - 1))
+            meter, step = engine.train_one_epoch(step_fn, net, batches(), opt, device=device, step=step,
+                                                 scheduler=sched, clip_grad=cfg.grad_clip, amp=amp, desc=desc)
         scores = predict(model, xv, device=device)
         logits_v = torch.logit(torch.as_tensor(scores).clamp(1e-6, 1 - 1e-6))
         val_loss = float(masked_bce_loss(logits_v, yv.float(), w))

@@ -283,8 +283,10 @@ class PretrainResult:
     model: nn.Module | None = None  # the trained bare MCM (this process's copy)
 
 
-NOT_BINDING = ("epochs", "save_every", "save_epochs", "num_workers", "amp", "compile")
-"""Config fields a resumed run may change (length, checkpoint cadence, workers, precision, compilation)."""
+NOT_BINDING = ("save_every", "save_epochs", "num_workers", "compile")
+"""Config fields a resumed run may change: they do not change the result (checkpoint cadence, data
+workers, compilation). Every other field does (``epochs`` sets the lr schedule, ``amp`` the precision)
+and must match, or the resume is refused naming the file and the fields."""
 
 
 def mcm_step(seed: int, micro_per_epoch: int, epoch: int, device: torch.device):
@@ -308,7 +310,8 @@ def pretrain(cfg: PretrainConfig, dataset: Dataset, out_dir: str | Path, *, devi
 
     Writes to ``out_dir``: ``last.pt`` (the engine's checkpoint: model, optimiser, scheduler, epoch,
     step, history, config), ``epoch_XXXX.pt`` for ``cfg.save_epochs``, ``log.jsonl`` (one record per
-    epoch, plus every ``log_every`` updates). Resumes from ``last.pt`` when ``resume`` (the config must
+    epoch, plus every ``log_every`` updates; a copy of the checkpoint's history, rewritten from it on
+    resume, so a kill between a checkpoint and its log line cannot make them disagree). Resumes from ``last.pt`` when ``resume`` (the config must
     match except :data:`NOT_BINDING`); a finished run returns at once. ``stop_after_epochs`` ends early
     (for tests of resuming). In an initialised process group (the caller's, e.g. under ``torchrun``)
     it trains with DDP.
@@ -319,6 +322,7 @@ def pretrain(cfg: PretrainConfig, dataset: Dataset, out_dir: str | Path, *, devi
     out = Path(out_dir)
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
+        engine.remove_stale_temps(out)
     dev = process_device(device)
     if len(dataset) < cfg.batch_size * info.world_size:
         raise ValueError(f"dataset has {len(dataset)} samples, fewer than one global batch "
@@ -390,14 +394,16 @@ def pretrain(cfg: PretrainConfig, dataset: Dataset, out_dir: str | Path, *, devi
                 rec[f"loss_{m}"] = all_reduce_mean(means[m], dev)
             history.append(rec)
             done = epoch + 1
-            if done % cfg.save_every == 0 or done == end_epoch:
-                save_checkpoint(last, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
-                                epoch=done, step=step, history=history, config=cfg_d)
+            # the epoch checkpoint first: a kill between the two writes redoes this epoch from the
+            # previous last.pt and rewrites it identically, instead of never writing it
             if done in cfg.save_epochs:
                 p = out / f"epoch_{done:04d}.pt"
                 save_checkpoint(p, model=model, epoch=done, step=step, history=history, config=cfg_d)
                 saved[done] = p
-            logger.log(**rec)
+            if done % cfg.save_every == 0 or done == end_epoch:
+                save_checkpoint(last, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
+                                epoch=done, step=step, history=history, config=cfg_d)
+            logger.log(**rec)  # a copy for watching the run; the checkpoint's history is the record
             log0(f"epoch {done}/{cfg.epochs} loss {rec['loss']:.4f} "
                  + " ".join(f"{m} {rec[f'loss_{m}']:.4f}" for m in MODALITIES))
     barrier()
