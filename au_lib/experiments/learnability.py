@@ -218,7 +218,7 @@ def _save_bar(path, model: torch.nn.Module, cfg: LearnabilitySettings, view: str
                 "thresholds": "per AU, chosen on the validation subjects (au_lib.metrics.choose_thresholds)",
                 "test": f"{split['test']} held-out synthetic subjects",
                 "test_f1_mean": float(cnn["test"]["mean"]), "test_f1_per_au": list(cnn["test"]["per_au"]),
-                "seed": seed, "settings": asdict(cfg)}
+                "view": view, "profile": prof, "image_size": image_size, "seed": seed, "settings": asdict(cfg)}
     return save_detector(path, model, arch="torchvision-resnet",
                          arch_kwargs={"layers": LAYERS[cfg.arch], "num_classes": len(aus)}, aus=aus,
                          thresholds=cnn["thresholds"], preprocess=synthau_preprocess(image_size),
