@@ -244,3 +244,33 @@ def test_displace_cli_draws_pairs(clip, tmp_path):
                "--pair", "0:2", "--pair", "1:5", "--no-progress"])
     assert rc == 0 and (tmp_path / "d.png").stat().st_size > 1000
     assert main(["displace", str(clip), "--tcae", str(tmp_path / "none.pt"), "--out", str(tmp_path / "e.png")]) == 2
+
+
+@pytest.mark.parametrize("method", ["scratch:resnet18", "probe:pixels"])
+def test_a_protocol_fold_saves_a_detector_that_reproduces_its_test_scores(tmp_path, monkeypatch, method):
+    """run_fold(save_detector=...) writes the trained classifier (a probe with its extractor) and the
+    validation thresholds; the file alone gives the fold's test scores."""
+    import importlib
+    import sys
+    from dataclasses import replace
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    fake = importlib.import_module("_fake_au")
+    from au_lib.data import registry
+    from au_lib.experiments import protocol as P
+    from au_lib.experiments.methods import Method, make_extractor
+    from au_lib.train.finetune import extract_features, materialize
+
+    monkeypatch.setitem(registry.DATASET_MODULES, "fakeau", "_fake_au")
+    table = materialize(fake.open_dataset(modalities=("rgb",)), aus=fake.AUS)
+    m = Method.parse(method)
+    s = replace(P.protocol_settings("smoke", max_frames_per_subject=None, report_test_tuned=False),
+                image_size=int(table.x.shape[-1]))
+    feats = extract_features(make_extractor("pixels", image_size=s.image_size), table.x) if m.kind == "probe" else None
+    fold = registry.dataset_folds("fakeau")[0]
+    out = P.run_fold(table, fold, m, s, features=feats, profile="smoke", save_detector=tmp_path / "fold.pt")
+    det = load_detector(tmp_path / "fold.pt")
+    assert det.aus == tuple(fake.AUS) and np.allclose(det.thresholds, out.thresholds)
+    assert det.training["test_f1_mean"] == pytest.approx(float(np.nanmean(out.f1)))
+    np.testing.assert_allclose(det.probabilities(table.x[out.test_rows, :3]), out.test_scores, atol=1e-5)

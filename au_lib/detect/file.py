@@ -14,7 +14,8 @@ One ``torch.save`` file holding only plain containers and tensors, so it loads w
 
 Architectures (:func:`build_network`): ``torchvision-resnet`` (torchvision's ResNet with basic
 blocks: the learnability bar's ResNet-10 / ResNet-18), ``encoder-classifier`` (the protocol's
-networks: a timm baseline or the MCM encoder, plus :class:`~au_lib.models.heads.MultiLabelHead`).
+trained networks: a timm baseline or the MCM encoder, plus :class:`~au_lib.models.heads.MultiLabelHead`),
+``probe`` (the protocol's linear probes together with their frozen feature extractor, :class:`ProbeNetwork`).
 
 Preprocessing (:func:`synthau_preprocess`): the SynthAU alignment rule
 (:func:`au_lib.data.synth.render.align_crop`) with its constants, applied to real faces by
@@ -36,7 +37,8 @@ from torch import nn
 
 FORMAT = "au_lib.detector"
 VERSION = 1
-ARCHS = ("torchvision-resnet", "encoder-classifier")
+ARCHS = ("torchvision-resnet", "encoder-classifier", "probe")
+EXTRACTORS = ("pixels", "random-vit", "mcm", "tcae-au", "tcae-pose")
 
 
 class DetectorFileError(ValueError):
@@ -61,12 +63,23 @@ def synthau_preprocess(image_size: int, modalities: Sequence[str] = ("rgb",)) ->
                          "eye centres = means of points 36-41 / 42-47, mouth corners = points 48, 54"}
 
 
+def template_preprocess(image_size: int, face_fraction: float = 0.65, top: float = 0.2) -> dict:
+    """The preprocessing record of a network trained on the licensed datasets' crops (prepared with
+    :class:`au_lib.data.align.FaceAligner`: similarity fit of the rigid landmarks to a template)."""
+    return {"align": "template", "face_fraction": float(face_fraction), "top": float(top),
+            "image_size": int(image_size), "modalities": ["rgb"], "channels": ["r", "g", "b"],
+            "input": "RGB float32 in [0, 1], (B, 3, S, S)", "normalisation": "none outside the network",
+            "source": "au_lib.data.align.FaceAligner (OpenFace mean dlib-68 template, rigid points)",
+            "landmarks": "dlib HOG face detector + 68-point shape predictor (au_lib.data.align.FaceAligner)"}
+
+
 def build_network(name: str, kwargs: dict) -> nn.Module:
     """Rebuild an untrained network of architecture ``name`` from its constructor ``kwargs``.
 
     - ``torchvision-resnet``: ``{"layers": [1, 1, 1, 1], "num_classes": A}`` (basic blocks).
     - ``encoder-classifier``: ``{"encoder": "baseline", "baseline": "resnet18"|"vit", "image_size",
       "profile", "dim", "num_aus"}`` or ``{"encoder": "mcm", "config": MCMConfig dict, "dim", "num_aus"}``.
+    - ``probe``: ``{"extractor", "extractor_kwargs", "dim", "num_aus"}`` (:class:`ProbeNetwork`).
     """
     if name == "torchvision-resnet":
         from torchvision.models.resnet import BasicBlock, ResNet
@@ -88,7 +101,60 @@ def build_network(name: str, kwargs: dict) -> nn.Module:
             else:
                 raise KeyError(f"encoder-classifier: unknown encoder {kind!r} (baseline, mcm)")
         return EncoderClassifier(enc, int(kwargs["dim"]), int(kwargs["num_aus"]))
+    if name == "probe":
+        return ProbeNetwork(kwargs["extractor"], kwargs.get("extractor_kwargs") or {}, int(kwargs["dim"]),
+                            int(kwargs["num_aus"]))
     raise KeyError(f"unknown detector architecture {name!r}; known: {', '.join(ARCHS)}")
+
+
+class ProbeNetwork(nn.Module):
+    """A frozen feature extractor and the linear probe trained on its features, as one network.
+
+    ``extractor``: ``pixels`` (8x8 average-pooled pixels), ``random-vit`` (``{"image_size", "profile"}``),
+    ``mcm`` (``{"config": MCMConfig dict}``), ``tcae-au`` / ``tcae-pose`` (``{"config": TCAE config
+    dict}``). Inputs whose size differs from ``extractor_kwargs["size"]`` are resized (bilinear,
+    antialiased) as the protocol's extractor did. ``forward(x (B, 3, S, S)) -> (B, A)`` logits.
+    """
+
+    def __init__(self, extractor: str, extractor_kwargs: dict, dim: int, num_aus: int) -> None:
+        super().__init__()
+        from au_lib.models.heads import LinearProbe
+
+        if extractor not in EXTRACTORS:
+            raise KeyError(f"unknown probe extractor {extractor!r}; known: {', '.join(EXTRACTORS)}")
+        self.kind = extractor
+        self.size = extractor_kwargs.get("size")
+        self.extractor: nn.Module | None = None
+        with torch.random.fork_rng(devices=[]):
+            if extractor == "random-vit":
+                from au_lib.models.baselines import create_baseline
+
+                self.extractor = create_baseline("vit", int(extractor_kwargs["image_size"]),
+                                                 profile=extractor_kwargs.get("profile"))
+            elif extractor == "mcm":
+                from au_lib.models.mcm import MCMConfig, MCMEncoder
+
+                self.extractor = MCMEncoder(MCMConfig.from_dict(extractor_kwargs["config"]))
+            elif extractor.startswith("tcae"):
+                from au_lib.models.tcae import TCAE, TCAEConfig
+
+                self.extractor = TCAE(TCAEConfig.from_dict(extractor_kwargs["config"]))
+        self.probe = LinearProbe(dim, num_aus)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        if self.size and x.shape[-1] != self.size:
+            x = nn.functional.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False,
+                                          antialias=True)
+        if self.kind == "pixels":
+            return nn.functional.adaptive_avg_pool2d(x, 8).flatten(1)
+        if self.kind == "mcm":
+            return self.extractor.forward_features(x)
+        if self.kind.startswith("tcae"):
+            return self.extractor.encode(x)[0 if self.kind == "tcae-au" else 1]
+        return self.extractor(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.probe(self.features(x))
 
 
 def _plain(obj: Any) -> Any:
@@ -152,6 +218,10 @@ class Detector:
         from au_lib.data.align import eye_mouth_crop_matrix
 
         p = self.preprocess
+        if p.get("align") == "template":
+            from au_lib.data.align import FaceAligner
+
+            return FaceAligner(self.image_size, face_fraction=p["face_fraction"], top=p["top"]).transform_for(landmarks)
         if p.get("align") != "eye-mouth":
             raise ValueError(f"unknown alignment rule {p.get('align')!r} in the detector file")
         return eye_mouth_crop_matrix(landmarks, self.image_size, crop_side=p["crop_side"],
@@ -254,5 +324,5 @@ def load_detector(path: str | Path, device: torch.device | str = "cpu") -> Detec
     return det.to(device)
 
 
-__all__ = ["ARCHS", "Detector", "DetectorFileError", "FORMAT", "VERSION", "build_network", "load_detector",
-           "save_detector", "synthau_preprocess"]
+__all__ = ["ARCHS", "Detector", "DetectorFileError", "EXTRACTORS", "FORMAT", "ProbeNetwork", "VERSION",
+           "build_network", "load_detector", "save_detector", "synthau_preprocess", "template_preprocess"]
