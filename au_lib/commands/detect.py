@@ -37,6 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sheet", default=None, help="also write a contact sheet of aligned faces (PNG)")
     parser.add_argument("--sheet-frames", type=int, default=12, help="faces on the contact sheet (default 12)")
     parser.add_argument("--batch", type=int, default=32, help="frames per network batch (default 32)")
+    parser.add_argument("--max-frames", type=int, default=None, help="stop after this many frames (default: all)")
 
 
 def _save_figure(fig, path) -> None:
@@ -64,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     open_media(args.path)  # a bad input is reported before the detector is loaded
     det = load_detector(args.detector, device=choose_device(args.device))
     res = detect_run(args.path, det, batch=args.batch, progress=not args.no_progress,
-                     keep_crops=args.sheet_frames if args.sheet else 0)
+                     keep_crops=args.sheet_frames if args.sheet else 0, max_frames=args.max_frames)
     src = Path(args.path)
     out = Path(args.out) if args.out else src.parent / f"{src.name}.au.csv"
     write_table(res.table, out)

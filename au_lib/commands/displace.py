@@ -1,4 +1,4 @@
-"""``au-lib displace VIDEO | IMG1 IMG2 --tcae FILE --out PNG``: TCAE's AU and pose displacements between
+"""``au-lib displace VIDEO | IMG1 IMG2 --tcae FILE [--out PNG]``: TCAE's AU and pose displacements between
 frames of any clip, drawn as the TCAE chapter draws them (source, target, AU-changed, pose-changed, AU
 displacement, pose displacement; one row per pair).
 
@@ -21,7 +21,7 @@ import argparse
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", help="a video, or two images (source, target)")
     parser.add_argument("--tcae", required=True, help="TCAE checkpoint (au-lib train-tcae's last.pt)")
-    parser.add_argument("--out", required=True, help="figure to write (PNG)")
+    parser.add_argument("--out", default=None, help="figure to write (PNG; default: the first input's name + .displace.png)")
     parser.add_argument("--pairs", type=int, default=6, help="pairs to sample from a video (default 6)")
     parser.add_argument("--gap", type=int, default=8, help="frames between source and target when sampling")
     parser.add_argument("--pair", action="append", default=[], metavar="S:T", help="a chosen frame pair (repeatable)")
@@ -111,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)
     plt.close(fig)
-    atomic_write_bytes(args.out, buf.getvalue())
-    print(f"{len(pairs)} pair(s), {size}px, {align} alignment -> {args.out}")
+    out = Path(args.out) if args.out else medias[0].path.parent / f"{medias[0].path.name}.displace.png"
+    atomic_write_bytes(out, buf.getvalue())
+    print(f"{len(pairs)} pair(s), {size}px, {align} alignment -> {out}")
     return 0

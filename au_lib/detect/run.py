@@ -39,6 +39,9 @@ from au_lib.data.media import Frame, open_media
 
 from .file import Detector, load_detector
 
+CLIP_FRAMES: dict[str, int | None] = {"smoke": 48, "cpu": None, "paper": None}
+"""Frames of a clip that the book's demonstration reads per profile (None: all)."""
+
 META_COLUMNS = ("frame", "timestamp", "file", "face", "confidence", "x", "y", "w", "h", "roll")
 
 
@@ -126,12 +129,15 @@ def iter_detections(frames: Iterable[Frame], detector: Detector, *, batch: int =
 
 def detect_run(path: str | os.PathLike, detector: Detector | str | os.PathLike, *, batch: int = 32,
                device: str | None = None, progress: bool = True, keep_crops: int = 0,
-               aligner: FaceAligner | None = None) -> DetectionRun:
+               aligner: FaceAligner | None = None, max_frames: int | None = None) -> DetectionRun:
     """Detect AUs in every frame of ``path`` (image, folder of images, video); see the module docstring.
 
     ``detector``: a :class:`~au_lib.detect.file.Detector` or the path of a detector file.
     ``keep_crops``: keep about this many aligned crops, evenly spaced over the frames (for a sheet).
+    ``max_frames``: stop after this many frames (None: all).
     """
+    import itertools
+
     import pandas as pd
     from tqdm.auto import tqdm
 
@@ -141,13 +147,16 @@ def detect_run(path: str | os.PathLike, detector: Detector | str | os.PathLike, 
         from au_lib.provenance import choose_device
 
         det.to(choose_device(device))
-    every = max(1, media.frame_count_hint // keep_crops) if keep_crops else 0
+    if max_frames is not None and max_frames < 1:
+        raise ValueError(f"max_frames must be >= 1, got {max_frames}")
+    total = min(media.frame_count_hint, max_frames) if max_frames else media.frame_count_hint
+    every = max(1, total // keep_crops) if keep_crops else 0
     kept: dict[int, np.ndarray] = {}
     rows = []
-    bar = tqdm(total=media.frame_count_hint or None, desc=f"detect {media.path.name}", unit="frame",
+    bar = tqdm(total=total or None, desc=f"detect {media.path.name}", unit="frame",
                disable=not progress or bool(os.environ.get("CI")))
     with bar:
-        for row, face in iter_detections(media, det, batch=batch, aligner=aligner):
+        for row, face in iter_detections(itertools.islice(media, max_frames), det, batch=batch, aligner=aligner):
             rows.append(row)
             if every and face is not None and row[0] % every == 0 and len(kept) < 2 * keep_crops:
                 kept[int(row[0])] = face.crop
@@ -158,7 +167,8 @@ def detect_run(path: str | os.PathLike, detector: Detector | str | os.PathLike, 
 
 
 def detect(path: str | os.PathLike, detector: Detector | str | os.PathLike, *, batch: int = 32,
-           device: str | None = None, progress: bool = True) -> "pd.DataFrame":  # noqa: F821
+           device: str | None = None, progress: bool = True,
+           max_frames: int | None = None) -> "pd.DataFrame":  # noqa: F821
     """AU probabilities and decisions per frame of an image, a folder of images or a video.
 
     Returns a pandas DataFrame, one row per decoded frame, with the columns of the module docstring
@@ -169,7 +179,7 @@ def detect(path: str | os.PathLike, detector: Detector | str | os.PathLike, *, b
         au_lib.data.media.MediaError: ``path`` is not a readable image, image folder or video (named).
         au_lib.detect.file.DetectorFileError: the detector file is corrupt or not a detector (named).
     """
-    return detect_run(path, detector, batch=batch, device=device, progress=progress).table
+    return detect_run(path, detector, batch=batch, device=device, progress=progress, max_frames=max_frames).table
 
 
 def write_table(table: "pd.DataFrame", path: str | os.PathLike) -> Path:  # noqa: F821
@@ -217,5 +227,5 @@ def aligned_frames(path: str | os.PathLike, frames: Iterable[int] | None, size: 
     return out
 
 
-__all__ = ["DetectionRun", "FaceCrop", "META_COLUMNS", "aligned_frames", "au_columns", "columns", "detect", "detect_run",
+__all__ = ["CLIP_FRAMES", "DetectionRun", "FaceCrop", "META_COLUMNS", "aligned_frames", "au_columns", "columns", "detect", "detect_run",
            "face_crop", "iter_detections", "write_table"]
