@@ -30,7 +30,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 import numpy as np
 
@@ -38,6 +38,9 @@ from au_lib.data.align import FaceAligner, eye_centres, warp_to_crop
 from au_lib.data.media import Frame, open_media
 
 from .file import Detector, load_detector
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 CLIP_FRAMES: dict[str, int | None] = {"smoke": 48, "cpu": None, "paper": None}
 """Frames of a clip that the book's demonstration reads per profile (None: all)."""
@@ -84,7 +87,7 @@ class DetectionRun:
     """What :func:`detect_run` returns: the table, the media's description, and a few kept crops
     (``crops``: frame -> (S, S, 3) uint8, for a contact sheet)."""
 
-    table: "pd.DataFrame"  # noqa: F821
+    table: "pd.DataFrame"
     source: str
     kind: str
     fps: float
@@ -168,7 +171,7 @@ def detect_run(path: str | os.PathLike, detector: Detector | str | os.PathLike, 
 
 def detect(path: str | os.PathLike, detector: Detector | str | os.PathLike, *, batch: int = 32,
            device: str | None = None, progress: bool = True,
-           max_frames: int | None = None) -> "pd.DataFrame":  # noqa: F821
+           max_frames: int | None = None) -> "pd.DataFrame":
     """AU probabilities and decisions per frame of an image, a folder of images or a video.
 
     Returns a pandas DataFrame, one row per decoded frame, with the columns of the module docstring
@@ -182,7 +185,7 @@ def detect(path: str | os.PathLike, detector: Detector | str | os.PathLike, *, b
     return detect_run(path, detector, batch=batch, device=device, progress=progress, max_frames=max_frames).table
 
 
-def write_table(table: "pd.DataFrame", path: str | os.PathLike) -> Path:  # noqa: F821
+def write_table(table: "pd.DataFrame", path: str | os.PathLike) -> Path:
     """Write a detection table as CSV atomically (NaN written as ``NaN``, 6 decimals)."""
     from au_lib.provenance import atomic_write_bytes
 
