@@ -12,8 +12,8 @@ long video.
    with PyAV; the issue's 10,000 with ``--long-frames 10000``, about two minutes) goes through
    ``detect``; the resident set size (psutil, sampled every 20 ms) is recorded after a warm-up and at
    its peak. The bound checked: the peak exceeds the warm-up RSS by less than ``--rss-bound-mb``
-   (default 64 MB), while holding the decoded frames would take ``frames x 128 x 96 x 3`` bytes
-   (369 MB at 10,000 frames). The output table itself grows by about 1 kB per frame.
+   (default 64 MiB), while holding the decoded frames would take ``frames x 128 x 96 x 3`` bytes
+   (352 MiB at 10,000 frames). The output table itself grows by about 1 kB per frame.
 
 Writes ``<out>/bench_detect.json`` (atomically; ``--out`` defaults to ``bench/results`` if that folder
 exists, else ``runs/bench``) and prints a summary. Run it alone (``flock``): it measures time.
@@ -102,7 +102,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(default_out), help="output folder")
     ap.add_argument("--frames", type=int, default=64, help="Pexels frames for the speed part")
     ap.add_argument("--long-frames", type=int, default=2_000, help="frames of the synthetic long video")
-    ap.add_argument("--rss-bound-mb", type=float, default=64.0, help="allowed RSS growth on the long video")
+    ap.add_argument("--rss-bound-mb", type=float, default=64.0, help="allowed RSS growth on the long video (MiB)")
     args = ap.parse_args(argv)
     import torch
 
@@ -150,8 +150,8 @@ def main(argv=None) -> int:
               f"{r['batch32']['network_fps']:7.1f} vs {r['batch1']['network_fps']:7.1f} fps (x{r['network_ratio']:.2f})")
     lv = res["long_video"]
     print(f"long video: {lv['decoded']} frames {w}x{h} in {lv['seconds']:.0f} s; RSS {lv['rss_start_mb']:.0f} -> "
-          f"peak {lv['rss_peak_mb']:.0f} MB (+{lv['rss_growth_mb']:.1f} MB; bound {lv['bound_mb']:.0f} MB; the frames "
-          f"would take {lv['frames_if_held_mb']:.0f} MB): {'within' if lv['within_bound'] else 'OVER'} the bound")
+          f"peak {lv['rss_peak_mb']:.0f} MiB (+{lv['rss_growth_mb']:.1f} MiB; bound {lv['bound_mb']:.0f} MiB; the frames "
+          f"would take {lv['frames_if_held_mb']:.0f} MiB): {'within' if lv['within_bound'] else 'OVER'} the bound")
     print(f"(torch threads {res['threads']}; written to {path})")
     return 0 if lv["within_bound"] else 1
 
