@@ -39,6 +39,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "ablate": ("au_lib.commands.ablate",
                "MCM ablations (supplementary Fig. 1): F1 vs pre-training epochs and vs mask ratio; resumable"),
     "train-tcae": ("au_lib.commands.train_tcae", "train TCAE (twin-cycle autoencoder) on frame pairs: synthau | video | toy"),
+    "detect": ("au_lib.commands.detect",
+               "detect AUs in an image, a folder of images or a video with a detector file; write a CSV per frame"),
+    "displace": ("au_lib.commands.displace",
+                 "TCAE's AU and pose displacements between frames of any video (or two images): a figure"),
     "bench": ("au_lib.commands.bench", "run speed benchmarks from bench/ (warp, mcm, synth, ...) and print ratios"),
     "info": ("au_lib.commands.info", "show the active profile, device, versions, warp kernels and dataset AU lists"),
 }

@@ -9,7 +9,7 @@ import au_lib
 
 ORDER = {"__init__": 0, "facs": 0, "metrics": 0, "profiles": 0, "provenance": 0, "results": 0, "cache": 0, "cext": 0,
          "gpu_check": 0, "ops": 1, "data": 2,
-         "models": 3, "train": 4, "experiments": 5, "viz": 6, "book": 6, "commands": 7, "cli": 8, "__main__": 9}
+         "models": 3, "train": 4, "detect": 4, "experiments": 5, "viz": 6, "book": 6, "commands": 7, "cli": 8, "__main__": 9}
 
 
 def _layer(module: str) -> int | None:

@@ -30,6 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser, examples: str = EXAMPLES) -> 
     parser.add_argument("--out", default=None, type=output_file,
                         help="result file (default <cache>/results/detection/<profile>/...)")
     parser.add_argument("--no-reuse", action="store_true", help="recompute even if a result with this config exists")
+    parser.add_argument("--save-detector", default=None, metavar="FILE",
+                        help="also save the first fold's classifier with its validation thresholds as a detector "
+                             "file for 'au-lib detect' (RGB methods)")
 
 
 def run_protocol_command(args: argparse.Namespace, kinds: tuple[str, ...]) -> int:
@@ -45,6 +48,8 @@ def run_protocol_command(args: argparse.Namespace, kinds: tuple[str, ...]) -> in
     method = Method.parse(args.method, args.checkpoint)
     if method.kind not in kinds:
         raise ValueError(f"--method {args.method!r}: this command runs {' / '.join(kinds)} methods")
+    if args.save_detector and method.modality != "rgb":
+        raise ValueError(f"--save-detector: {method.name} reads depth and thermal too; detectors read RGB only")
     settings = protocol_settings(profile)
     if args.seeds:
         settings = replace(settings, seeds=tuple(args.seeds))
@@ -66,7 +71,8 @@ def run_protocol_command(args: argparse.Namespace, kinds: tuple[str, ...]) -> in
     if args.root:
         options["root"] = args.root
     res = run_protocol(method, name, options, profile=profile, settings=settings, out=args.out,
-                       device=args.device, progress=not args.no_progress, reuse=not args.no_reuse)
+                       device=args.device, progress=not args.no_progress, reuse=not args.no_reuse,
+                       save_detector=args.save_detector)
     met = res["metrics"]
     print(f"{method.name} on {name}{' (' + args.view + ')' if args.view else ''}, profile {profile}: "
           f"mean F1 {100 * met['honest']['mean']:.1f} "
@@ -74,6 +80,8 @@ def run_protocol_command(args: argparse.Namespace, kinds: tuple[str, ...]) -> in
           f"{100 * met['fixed_threshold']['mean']:.1f})")
     print(results_table({method.name: res}).round(1).to_string())
     print(f"result: {res['path']}")
+    if args.save_detector:
+        print(f"detector: {args.save_detector}")
     return 0
 
 

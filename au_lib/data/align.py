@@ -324,3 +324,41 @@ def _check_image(image: np.ndarray) -> np.ndarray:
     if arr.dtype != np.uint8:
         raise ValueError(f"expected a uint8 RGB image, got dtype {arr.dtype}")
     return np.ascontiguousarray(arr[..., :3])
+
+
+#: 0-based dlib indices of the mouth corners (image-left first).
+MOUTH_CORNERS: tuple[int, int] = (48, 54)
+
+
+def eye_mouth_crop_matrix(landmarks: np.ndarray, size: int, *, crop_side: float, eye_to_centre: float) -> np.ndarray:
+    """3x3 similarity mapping source pixels to a ``size`` x ``size`` crop by SynthAU's alignment rule.
+
+    The rule of :func:`au_lib.data.synth.render.align_crop`, applied to 68-point landmarks (68, 2)
+    in pixels (x right, y down): the eye centres (means of points 36-41 and 42-47, where SynthAU takes
+    the iris centres) and the mouth corners (48, 54). The crop's x axis is the eye line (levelled),
+    its side ``crop_side * max(|e2e|, 0.9 |e2m|)`` pixels of the source (``e2e`` eye to eye, ``e2m``
+    eye midpoint to mouth midpoint), its centre ``eye_to_centre`` of the way from the eye midpoint
+    to the mouth midpoint. Roll, translation and scale are removed; yaw and pitch stay visible.
+
+    SynthAU measures these points on the subject's *rest* face; on a real frame they are measured
+    on the frame itself, so a wide-open mouth lengthens ``e2m`` and shrinks the face in the crop.
+    """
+    lm = np.asarray(landmarks, dtype=np.float64)
+    if lm.shape != (68, 2) or not np.isfinite(lm).all():
+        raise ValueError(f"expected finite (68, 2) landmarks, got shape {lm.shape}")
+    eyes = eye_centres(lm)
+    e_l, e_r = (eyes[0], eyes[1]) if eyes[0, 0] <= eyes[1, 0] else (eyes[1], eyes[0])
+    e2e = e_r - e_l
+    eye_mid = 0.5 * (e_l + e_r)
+    e2m = lm[list(MOUTH_CORNERS)].mean(0) - eye_mid
+    norm = float(np.linalg.norm(e2e))
+    if norm < 1e-6:
+        raise NoFaceError("degenerate landmarks: the two eye centres coincide")
+    u = e2e / norm
+    v = np.array([-u[1], u[0]])  # perpendicular, pointing down the face (image y down)
+    side = crop_side * max(norm, 0.9 * float(np.linalg.norm(e2m)))
+    centre = eye_mid + eye_to_centre * e2m
+    scale = size / side
+    rot = scale * np.stack([u, v])
+    offset = np.full(2, size / 2 - 0.5) - rot @ centre
+    return np.array([[rot[0, 0], rot[0, 1], offset[0]], [rot[1, 0], rot[1, 1], offset[1]], [0.0, 0.0, 1.0]])

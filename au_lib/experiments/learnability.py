@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -135,8 +136,12 @@ def _probe(x_tr, y_tr, x_val, y_val, x_te, y_te, aus, size: int, steps: int) -> 
 
 
 def run_learnability(view: str = "bp4d", *, profile: str | None = None, seed: int = 0,
-                     settings: LearnabilitySettings | None = None, progress: bool = True) -> dict:
+                     settings: LearnabilitySettings | None = None, progress: bool = True,
+                     save_detector: str | Path | None = None) -> dict:
     """Train and score the supervised bar and the pixel probe on SynthAU ``view`` (fold 1).
+
+    ``save_detector``: also write the trained ResNet, its validation thresholds and the SynthAU crop
+    rule as a detector file there (:mod:`au_lib.detect.file`).
 
     Returns a JSON-friendly dict: ``settings``, ``split`` (subject counts and frames), ``cnn`` (test
     F1 per AU with validation thresholds, and train F1), ``probe`` (pixel probe), ``all_present``
@@ -181,6 +186,9 @@ def run_learnability(view: str = "bp4d", *, profile: str | None = None, seed: in
     cnn["loss_curve"] = [float(np.mean(losses[i:i + 20])) for i in range(0, len(losses), 20)]
     probe = _probe(x_tr, y_tr, x_val, y_val, x_te, y_te, aus, cfg.probe_size, cfg.probe_steps)
     rates = y_te.mean(0)
+    if save_detector is not None:
+        _save_bar(save_detector, model, cfg, view, aus, cnn, int(x_tr.shape[-1]), profile, seed,
+                  {"train": len(train_s), "val": len(val_s), "test": len(test_s)}, time.perf_counter() - t0)
     return {
         "view": view, "aus": list(aus), "settings": asdict(cfg), "seed": seed,
         "split": {"train": len(train_s), "val": len(val_s), "test": len(test_s),
@@ -189,6 +197,62 @@ def run_learnability(view: str = "bp4d", *, profile: str | None = None, seed: in
         "all_present": {"per_au": (2 * rates / (1 + rates)).tolist(), "mean": float((2 * rates / (1 + rates)).mean())},
         "rates": rates.tolist(), "wall_s": time.perf_counter() - t0,
     }
+
+
+LAYERS = {"resnet10": [1, 1, 1, 1], "resnet18": [2, 2, 2, 2]}
+
+
+def _save_bar(path, model: torch.nn.Module, cfg: LearnabilitySettings, view: str, aus, cnn: dict, image_size: int,
+              profile: str | None, seed: int, split: dict, wall_s: float) -> Path:
+    """Write the bar's network as a detector file (architecture, weights, thresholds, crop rule, provenance)."""
+    from au_lib.data.synth.config import GENERATOR_VERSION
+    from au_lib.detect.file import save_detector, synthau_preprocess
+    from au_lib.profiles import current_profile
+    from au_lib.provenance import make_provenance
+
+    prof = profile or current_profile()
+    training = {"data": f"SynthAU ({GENERATOR_VERSION}, synthetic faces), {view}-like view, profile {prof}",
+                "method": f"learnability bar: {cfg.arch} from scratch, {cfg.steps} AdamW steps of {cfg.batch}, "
+                          f"random shifts and flips",
+                "split": f"fold 1: {split['train']} training, {split['val']} validation, {split['test']} test subjects",
+                "thresholds": "per AU, chosen on the validation subjects (au_lib.metrics.choose_thresholds)",
+                "test": f"{split['test']} held-out synthetic subjects",
+                "test_f1_mean": float(cnn["test"]["mean"]), "test_f1_per_au": list(cnn["test"]["per_au"]),
+                "view": view, "profile": prof, "image_size": image_size, "seed": seed, "settings": asdict(cfg)}
+    return save_detector(path, model, arch="torchvision-resnet",
+                         arch_kwargs={"layers": LAYERS[cfg.arch], "num_classes": len(aus)}, aus=aus,
+                         thresholds=cnn["thresholds"], preprocess=synthau_preprocess(image_size),
+                         training=training, provenance=make_provenance(prof, wall_s))
+
+
+def learnability_detector(view: str = "bp4d", *, profile: str | None = None, seed: int = 0,
+                          path: str | Path | None = None, progress: bool = True) -> Path:
+    """The bar's trained network as a detector file: reused if it exists for the same settings and
+    data version, else trained (:func:`run_learnability`, minutes in the ``cpu`` profile) and written.
+
+    Default ``path``: ``<cache>/detectors/learnability-<profile>-<view>-<settings hash>.pt``.
+    """
+    from au_lib.cache import cache_root
+    from au_lib.data.synth.config import GENERATOR_VERSION
+    from au_lib.detect.file import DetectorFileError, load_detector
+    from au_lib.profiles import current_profile
+    from au_lib.results import config_key
+
+    prof = profile or current_profile()
+    cfg = pick(LEARNABILITY_PROFILES, prof)
+    config = {"view": view, "profile": prof, "seed": seed, "settings": asdict(cfg), "data": GENERATOR_VERSION}
+    path = Path(path) if path is not None else (cache_root() / "detectors" /
+                                                f"learnability-{prof}-{view}-{config_key(config)}.pt")
+    if path.is_file():
+        try:
+            load_detector(path)
+            return path
+        except DetectorFileError as exc:
+            import warnings
+
+            warnings.warn(f"retraining: {exc}", stacklevel=2)
+    run_learnability(view, profile=prof, seed=seed, settings=cfg, progress=progress, save_detector=path)
+    return path
 
 
 def learnability_result(view: str, path, *, profile: str | None = None, seed: int = 0,

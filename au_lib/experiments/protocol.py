@@ -160,11 +160,13 @@ def _inputs(table: FrameTable, method: Method) -> torch.Tensor:
 
 def run_fold(table: FrameTable, fold: Fold, method: Method, settings: ProtocolSettings, *, seed: int = 0,
              features: torch.Tensor | None = None, device: torch.device | str = "cpu",
-             progress: bool = False, profile: str | None = None, checkpoint: Path | None = None) -> FoldOutcome:
+             progress: bool = False, profile: str | None = None, checkpoint: Path | None = None,
+             save_detector: str | Path | None = None) -> FoldOutcome:
     """Train and evaluate one fold (see the module docstring for the steps).
 
     ``features`` (``(N, D)``, rows of ``table``) is required for probes. The test fold's labels are
-    read only after training and threshold selection, and only to score.
+    read only after training and threshold selection, and only to score. ``save_detector``: also write
+    the trained classifier with its thresholds as a detector file there (:mod:`au_lib.experiments.export`).
     """
     labelled = labelled_subset(fold.train, settings.label_fraction, seed=(seed, fold.index))
     tr_subj, val_subj = validation_split(labelled, settings.val_fraction, seed=seed + fold.index)
@@ -207,6 +209,11 @@ def run_fold(table: FrameTable, fold: Fold, method: Method, settings: ProtocolSe
     y_te = y[te].numpy()
     f1 = f1_per_au(y_te, test_scores, thresholds).per_au
     f1_fixed = f1_per_au(y_te, test_scores).per_au
+    if save_detector is not None:
+        from au_lib.experiments.export import save_fold_detector
+
+        save_fold_detector(save_detector, res.model, method, table, settings, profile=profile, fold=fold.index,
+                           seed=seed, val_subjects=val_subj, thresholds=thresholds, test_f1=f1, test_subjects=fold.test)
     tuned, tuned_epoch = None, None
     hist = [{k: v for k, v in h.items() if not k.startswith("_")} for h in res.history]
     if settings.report_test_tuned and res.history:
@@ -345,11 +352,14 @@ def result_path(dataset: str, dataset_options: dict, method: Method, profile: st
 def run_protocol(method: Method | str, dataset: str = "synthau", dataset_options: dict | None = None, *,
                  checkpoint: str | None = None, profile: str | None = None, settings: ProtocolSettings | None = None,
                  out: str | Path | None = None, device: torch.device | str | None = None,
-                 progress: bool = True, reuse: bool = True, folds: Sequence[Fold] | None = None) -> dict:
+                 progress: bool = True, reuse: bool = True, folds: Sequence[Fold] | None = None,
+                 save_detector: str | Path | None = None) -> dict:
     """Run the whole protocol for ``method`` on ``dataset`` and write a result file; return it loaded.
 
     Re-running with the same config returns the stored result (:func:`au_lib.results.reusable`).
-    Test-fold predictions are saved beside it (``.preds.npz``) for error analysis.
+    Test-fold predictions are saved beside it (``.preds.npz``) for error analysis. ``save_detector``:
+    write the classifier of the first seed's first fold as a detector file there (that fold is
+    retrained if its outcome was cached without one).
     """
     from au_lib.data.registry import dataset_folds
     from au_lib.provenance import atomic_write_bytes, choose_device, make_provenance, timed
@@ -367,12 +377,14 @@ def run_protocol(method: Method | str, dataset: str = "synthau", dataset_options
               "settings": asdict(settings), "folds": [asdict(f) for f in folds]}
     path = Path(out) if out is not None else result_path(dataset, dataset_options, m, profile)
     preds_path = path.with_suffix(".preds.npz")
-    if reuse and (hit := reusable(path, config)) is not None and preds_path.exists():
+    if reuse and (hit := reusable(path, config)) is not None and preds_path.exists() and (
+            save_detector is None or Path(save_detector).is_file()):
         return hit
     work_dir = path.parent / "work" / f"{path.stem}-{config_key(config)}"
     with timed() as t:
         table = load_table(dataset, dataset_options, m.modalities, settings.image_size, profile,
                            settings.max_frames_per_subject, progress=progress, stream=settings.stream_frames)
+        table.meta["source"] = {"dataset": dataset, "options": dataset_options, "data": fingerprint}
         features = None
         outcomes = []
         for seed in settings.seeds:
@@ -380,8 +392,10 @@ def run_protocol(method: Method | str, dataset: str = "synthau", dataset_options
                 features = probe_features(table, m, settings, seed=seed, device=device, progress=progress,
                                           profile=profile)
             for fold in folds:
+                first = not outcomes
                 outcomes.append(_resumable_fold(table, fold, m, settings, seed, features, device, progress, profile,
-                                                work_dir / f"seed{seed}-fold{fold.index}"))
+                                                work_dir / f"seed{seed}-fold{fold.index}",
+                                                save_detector if first else None))
     metrics = aggregate(outcomes, table.aus)
     import io
 
@@ -400,7 +414,7 @@ def run_protocol(method: Method | str, dataset: str = "synthau", dataset_options
 
 
 def _resumable_fold(table, fold, method, settings, seed, features, device, progress, profile,
-                    stem: Path) -> FoldOutcome:
+                    stem: Path, save_detector: str | Path | None = None) -> FoldOutcome:
     """:func:`run_fold` with resume: a finished fold is read back from ``stem.outcome.pt``; an
     interrupted one resumes from its last epoch checkpoint, which is deleted once the fold is done.
     Both are work files: a damaged one is reported, deleted and the fold recomputed."""
@@ -410,10 +424,12 @@ def _resumable_fold(table, fold, method, settings, seed, features, device, progr
     from au_lib.provenance import atomic_torch_save
 
     done, ckpt = stem.with_suffix(".outcome.pt"), stem.with_suffix(".ckpt.pt")
-    if (hit := load_cached_torch(done, what="finished fold", check=lambda d: FoldOutcome(**d))) is not None:
-        return FoldOutcome(**hit)
+    if save_detector is None or Path(save_detector).is_file():
+        if (hit := load_cached_torch(done, what="finished fold", check=lambda d: FoldOutcome(**d))) is not None:
+            return FoldOutcome(**hit)
     stem.parent.mkdir(parents=True, exist_ok=True)
-    kw = dict(seed=seed, features=features, device=device, progress=progress, profile=profile, checkpoint=ckpt)
+    kw = dict(seed=seed, features=features, device=device, progress=progress, profile=profile, checkpoint=ckpt,
+              save_detector=save_detector)
     try:
         out = run_fold(table, fold, method, settings, **kw)
     except DamagedFileError as exc:
