@@ -352,9 +352,6 @@ TC = ("train-tcae", "--data", "toy", "--profile", "smoke", "--steps", "8", "--ba
       "--checkpoint-every", "2", "--device", "cpu", "--no-progress")
 
 
-@pytest.mark.xfail(strict=True, reason="au_lib/train/tcae.py reseeds the data order at every resume "
-                   "(generator seed + 1000 * step) and restarts the log meter, so a resumed TCAE run draws "
-                   "other batches than the uninterrupted one; the fix belongs to the TCAE rewrite")
 def test_killed_tcae_training_resumes_bit_identical(runner, tmp_path):
     ref, out = tmp_path / "ref", tmp_path / "run"
     ok(cli(runner, *TC, "--out", str(ref)))
@@ -363,9 +360,6 @@ def test_killed_tcae_training_resumes_bit_identical(runner, tmp_path):
     assert_same_checkpoint(out / "last.pt", ref / "last.pt")
 
 
-@pytest.mark.xfail(strict=True, reason="au_lib/train/tcae.py writes last.pt before ckpt_NNNNNNN.pt: a kill between "
-                   "the two resumes past that step and the step's snapshot is never written; the fix belongs to the "
-                   "TCAE rewrite (write the snapshot first, as pre-training now does)")
 def test_killed_tcae_training_keeps_every_step_snapshot(runner, tmp_path):
     out = tmp_path / "run"
     assert killed(cli(runner, *TC, "--out", str(out), fault="after:last.pt:3"))  # step 4's last.pt, not its snapshot
@@ -776,8 +770,6 @@ def test_a_cuda_index_beyond_the_machines_gpus_is_refused(monkeypatch):
         opt.check_device("cuda:7")
 
 
-@pytest.mark.xfail(strict=True, reason="au_lib/commands/train_tcae.py (the lead's, being rewritten) declares its "
-                   "options as plain int/float: use positive_int / positive_float / output_dir from au_lib.commands")
 @pytest.mark.parametrize("option, value", [("--steps", "0"), ("--checkpoint-every", "0"), ("--batch-size", "0"),
                                            ("--lr", "nan")])
 def test_train_tcae_senseless_option_is_one_error_and_writes_nothing(tmp_path, capsys, monkeypatch, option, value):

@@ -12,20 +12,22 @@ from __future__ import annotations
 
 import argparse
 
+from au_lib.commands import nonnegative_int, output_dir, positive_float, positive_int
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default="synthau", choices=("synthau", "video", "toy"),
                         help="pair source (default synthau)")
-    parser.add_argument("--out", default=None,
+    parser.add_argument("--out", default=None, type=output_dir,
                         help="run folder (checkpoints, log.jsonl; default <cache>/tcae/<data>_<profile>, the "
                              "TCAE chapter's run for synthau); resumed if it has last.pt")
-    parser.add_argument("--steps", type=int, default=None, help="optimiser steps (default: the profile's)")
-    parser.add_argument("--batch-size", type=int, default=None, help="pairs per step and process")
-    parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--steps", type=positive_int, default=None, help="optimiser steps (default: the profile's)")
+    parser.add_argument("--batch-size", type=positive_int, default=None, help="pairs per step and process")
+    parser.add_argument("--lr", type=positive_float, default=None)
     parser.add_argument("--optimizer", choices=("sgd", "adam"), default=None)
-    parser.add_argument("--checkpoint-every", type=int, default=None)
-    parser.add_argument("--num-workers", type=int, default=None)
-    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--checkpoint-every", type=positive_int, default=None)
+    parser.add_argument("--num-workers", type=nonnegative_int, default=None)
+    parser.add_argument("--seed", type=nonnegative_int, default=None)
     parser.add_argument("--jitter", choices=("independent", "shared", "off"), default=None,
                         help="random crops: independent in source and target (the paper's), the same crop in "
                              "both, or none (default: the profile's)")
@@ -36,8 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--schedule", choices=("none", "cosine", "official"), default=None,
                         help="learning-rate schedule (official: curriculum moves and ReduceLROnPlateau on a "
                              "validation loss; needs --validate-every)")
-    parser.add_argument("--validate-every", type=int, default=None, help="updates between validations")
-    parser.add_argument("--val-pairs", type=int, default=None, help="held-out pairs for validation")
+    parser.add_argument("--validate-every", type=positive_int, default=None, help="updates between validations")
+    parser.add_argument("--val-pairs", type=positive_int, default=None, help="held-out pairs for validation")
     parser.add_argument("--paper-settings", action="store_true",
                         help="the paper's values of the settings the cpu profile changes: fields bounded to "
                              "half the image, random initialisation, plain squared-L2 code terms, independent "

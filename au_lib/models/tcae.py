@@ -423,10 +423,12 @@ def load_tcae(checkpoint: str | Path | dict, map_location: str | torch.device = 
         state = checkpoint
         where = "<dict>"
     else:
+        from au_lib.cache import load_torch_file
+
         path = Path(checkpoint)
         if not path.exists():
             raise FileNotFoundError(f"TCAE checkpoint not found: {path}")
-        state = torch.load(path, map_location=map_location, weights_only=False)
+        state = load_torch_file(path, what="TCAE checkpoint", map_location=map_location)
         where = str(path)
     if not isinstance(state, dict) or "model_config" not in state or "model" not in state:
         raise ValueError(f"{where}: not a TCAE checkpoint (needs 'model_config' and 'model' entries)")

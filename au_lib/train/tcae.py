@@ -248,9 +248,15 @@ def pair_pool(dataset: torch.utils.data.Dataset, n: int, path: str | Path | None
 
     bar = engine.progress
 
-    if path is not None and Path(path).exists():
-        data = torch.load(path, weights_only=False)
-        if len(data["source"]) == min(n, len(dataset)):
+    if path is not None:
+        from au_lib.cache import load_cached_torch
+
+        def check(d) -> None:
+            if len(d["source"]) != min(n, len(dataset)):
+                raise ValueError(f"{len(d['source'])} pairs, expected {min(n, len(dataset))}")
+
+        data = load_cached_torch(path, what="TCAE pair pool", check=check)
+        if data is not None:
             return PairPool(data)
     g = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(dataset), generator=g)[:n].sort().values.tolist()
@@ -449,8 +455,8 @@ class StepBatches:
             k += 1
 
 
-NOT_BINDING = ("steps", "checkpoint_every", "log_every", "num_workers", "amp")
-"""Config fields a resumed run may change (length, logging, workers, precision); the length only
+NOT_BINDING = ("steps", "checkpoint_every", "log_every", "num_workers")
+"""Config fields a resumed run may change (length, logging cadence, workers); the length only
 when the learning rate does not depend on it (``schedule="cosine"`` binds ``steps``)."""
 
 
@@ -535,6 +541,7 @@ def train_tcae(cfg: TCAETrainConfig, run_dir: str | Path, data: str | torch.util
     state = engine.resume(run_dir / "last.pt", cfg_dict, ignore=not_binding(cfg), what="TCAE training", model=model,
                           optimizer=opt, scheduler=lr_sched, scaler=scaler, map_location=device) if resume else None
     step, wall_before, history = 0, 0.0, []
+    meter = engine.Meter()
     if state is not None:
         step, wall_before = int(state["step"]), float(state.get("wall_s", 0.0))
         history = state.get("history")
@@ -543,6 +550,9 @@ def train_tcae(cfg: TCAETrainConfig, run_dir: str | Path, data: str | torch.util
         history = [dict(h) for h in history if h.get("step", 0) <= step]
         if state.get("official_schedule") is not None:
             official.load_state_dict(state["official_schedule"])
+        if state.get("meter"):  # updates since the last log row: the next row averages them as if never stopped
+            meter = engine.Meter(dict(state["meter"]["sums"]), dict(state["meter"]["counts"]),
+                                 int(state["meter"]["batches"]))
     if dist.is_main:
         atomic_write_json(run_dir / "config.json", {"train_config": cfg_dict, "data": data_name, "profile": profile})
     logger = engine.JsonlLogger(run_dir / "log.jsonl")
@@ -551,9 +561,12 @@ def train_tcae(cfg: TCAETrainConfig, run_dir: str | Path, data: str | torch.util
     def save(at: int) -> None:
         extra = {"model_config": cfg.model.to_dict(), "data": data_name, "profile": profile,
                  "wall_s": wall_before + time.perf_counter() - t0, "official_schedule": official.state_dict()}
-        engine.save_checkpoint(run_dir / "last.pt", model=model, optimizer=opt, scheduler=lr_sched, scaler=scaler,
-                               step=at, history=history, config=cfg_dict, extra=extra)
+        # the step's snapshot first: a kill between the two writes then resumes from the step before
         engine.save_checkpoint(run_dir / f"ckpt_{at:07d}.pt", model=model, step=at, config=cfg_dict, extra=extra)
+        engine.save_checkpoint(run_dir / "last.pt", model=model, optimizer=opt, scheduler=lr_sched, scaler=scaler,
+                               step=at, history=history, config=cfg_dict,
+                               extra={**extra, "meter": {"sums": meter.sums, "counts": meter.counts,
+                                                         "batches": meter.batches}})
 
     if step == 0:
         save(0)  # the untrained model: the start of every "over training" curve
@@ -584,7 +597,6 @@ def train_tcae(cfg: TCAETrainConfig, run_dir: str | Path, data: str | torch.util
         bar = engine.progress(total=cfg.steps, initial=step, desc="train-tcae", enabled=progress)
         batches = iter(loader)
         step_fn = tcae_step(cfg, device, official)
-        meter = engine.Meter()
         while step < cfg.steps:
             # run to the next log, validation or checkpoint boundary; a log row averages the updates since the last row
             n = min(cfg.log_every - step % cfg.log_every, cfg.checkpoint_every - step % cfg.checkpoint_every,
