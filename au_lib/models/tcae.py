@@ -93,6 +93,7 @@ class TCAEConfig:
     encoder_calls: str = "batched"   # "batched" | "separate" (official: five calls)
     zero_init_flow: bool = False     # last decoder conv initialised to zero (fields start at 0)
     embedding_loss: str = "l2"       # "l2" (paper, code) | "scaled" (divided by the code's batch variance)
+    pose_first: bool = False         # while the other terms are off (aux_scale 0) rebuild the target with tau_P alone
     padding_mode: str = "border"     # the code clamps the grid to [-1, 1]: border sampling
     weights: TCAELossWeights = field(default_factory=TCAELossWeights)
 
@@ -151,7 +152,8 @@ TCAE_PROFILES: dict[str, TCAEConfig] = {
     "paper": TCAEConfig(),
 }
 
-PAPER_SETTINGS: dict[str, object] = {"max_displacement": 1.0, "zero_init_flow": False, "embedding_loss": "l2"}
+PAPER_SETTINGS: dict[str, object] = {"max_displacement": 1.0, "zero_init_flow": False, "embedding_loss": "l2",
+                                   "pose_first": False}
 """The paper's (and the code's) values of the settings the ``cpu`` profile changes to make a small model learn."""
 
 OFFICIAL_SWITCHES: dict[str, object] = {"attention": "tanh_softmax", "detach_cycle_input": True,
@@ -291,8 +293,9 @@ class TCAE(nn.Module):
         phi, psi = self.encoder(torch.cat([source, target]))
         return phi[:B], phi[B:], psi[:B], psi[B:]
 
-    def forward(self, source: torch.Tensor, target: torch.Tensor) -> TCAEOutput:
-        """Predict displacements and warped images for ``source, target`` (``B x C x H x W``)."""
+    def forward(self, source: torch.Tensor, target: torch.Tensor, pose_only: bool = False) -> TCAEOutput:
+        """Predict displacements and warped images for ``source, target`` (``B x C x H x W``).
+        ``pose_only`` rebuilds the target with the pose field alone (attention 0 / 1)."""
         self._check(source, "source")
         self._check(target, "target")
         B = source.shape[0]
@@ -300,6 +303,8 @@ class TCAE(nn.Module):
         disp_au, logit_au = self.au_decoder(phi_s, phi_t)
         disp_pose, logit_pose = self.pose_decoder(psi_s, psi_t)
         disp, w = self.mix(disp_au, logit_au, disp_pose, logit_pose)
+        if pose_only:
+            disp, w = disp_pose, torch.cat([torch.zeros_like(logit_pose), torch.ones_like(logit_pose)], 1)
         imgs = self.warp(torch.cat([source] * 3), torch.cat([disp, disp_au, disp_pose]))
         recon, au_changed, pose_changed = imgs[:B], imgs[B:2 * B], imgs[2 * B:]
         return TCAEOutput(disp_au, disp_pose, disp, w, recon, au_changed, pose_changed,
@@ -350,10 +355,10 @@ class TCAE(nn.Module):
         ``curriculum`` (default: the configuration's) is the window ``(lo, hi)`` of samples, ranked
         per term, that each term averages over (the code's ``sort()[int(lo B):int(hi B)]``).
         ``aux_scale`` multiplies the weight of every term but the reconstruction (a warm-up; 1 = the
-        configured weights).
+        configured weights); while it is 0, ``pose_first`` rebuilds the target with the pose field alone.
         """
         cfg, w = self.cfg, self.cfg.weights
-        out = self.forward(source, target)
+        out = self.forward(source, target, pose_only=cfg.pose_first and aux_scale == 0)
         e = out.emb
         c = self._encode_changed(out)
         dist = self._code_distance
