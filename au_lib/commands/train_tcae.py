@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-jitter", dest="jitter", action="store_const", const="off", help=argparse.SUPPRESS)
     parser.add_argument("--lighting", choices=("scene", "flat"), default=None,
                         help="SynthAU pairs: each video's light (shading changes as the head turns, which no "
-                             "warp explains) or ambient light only (default: scene)")
+                             "warp explains) or ambient light only (default: flat)")
     parser.add_argument("--schedule", choices=("none", "cosine", "official"), default=None,
                         help="learning-rate schedule (official: curriculum moves and ReduceLROnPlateau on a "
                              "validation loss; needs --validate-every)")

@@ -5,6 +5,7 @@ train one (both resumable). MCM: ``<cache>/mcm/<profile>``; TCAE: the default Sy
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from au_lib.cache import cache_dir
@@ -17,11 +18,17 @@ def pretrained_mcm(profile: str | None = None, progress: bool = False) -> tuple[
     Reuses the run in ``<cache>/mcm/<profile>`` (the MCM chapter's) when finished; otherwise
     pre-trains it with :func:`au_lib.train.pretrain.run_pretraining`, which resumes a partial run.
     """
+    from au_lib.train.engine import ResumeError
     from au_lib.train.pretrain import resolve_config, run_pretraining
 
     profile = profile or current_profile()
-    run = run_pretraining(resolve_config(profile), "synthau", cache_dir("mcm", profile), profile=profile,
-                          show_progress=progress)
+    out = cache_dir("mcm", profile)
+    try:
+        run = run_pretraining(resolve_config(profile), "synthau", out, profile=profile, show_progress=progress)
+    except ResumeError as exc:  # a cached run of another version: a cache, so recompute it
+        warnings.warn(f"{exc}; pre-training again", stacklevel=2)
+        run = run_pretraining(resolve_config(profile), "synthau", out, profile=profile, show_progress=progress,
+                              resume=False)
     return Path(run["path"]).parent / run["extra"]["checkpoint"], run
 
 
@@ -33,16 +40,22 @@ def pretrained_tcae(profile: str | None = None, progress: bool = False) -> tuple
     asks for; otherwise trains :func:`au_lib.train.tcae.train_config` ``(profile)`` into
     ``<cache>/detection/tcae/<profile>`` (resumable).
     """
-    from au_lib.train.engine import read_checkpoint
-    from au_lib.train.tcae import default_run_dir, train_config, train_tcae
+    from au_lib.train.engine import ResumeError, read_checkpoint
+    from au_lib.train.tcae import binding_config, default_run_dir, train_config, train_tcae
 
     profile = profile or current_profile()
+    cfg = train_config(profile)
     shared = default_run_dir("synthau", profile)
     if (shared / "last.pt").exists():
         state = read_checkpoint(shared / "last.pt")
-        if int(state.get("step", -1)) >= int(state.get("config", {}).get("steps", 1 << 60)):
+        same = state.get("config") == binding_config(cfg, "synthau")
+        if same and int(state.get("step", -1)) >= cfg.steps:
             return shared / "last.pt", {"run_dir": str(shared), "steps": int(state["step"]), "reused": True}
     run_dir = cache_dir("detection", "tcae", profile)
-    run = train_tcae(train_config(profile), run_dir, data="synthau", progress=progress, profile=profile)
+    try:
+        run = train_tcae(cfg, run_dir, data="synthau", progress=progress, profile=profile)
+    except ResumeError as exc:  # a cached run of another version: a cache, so recompute it
+        warnings.warn(f"{exc}; training again", stacklevel=2)
+        run = train_tcae(cfg, run_dir, data="synthau", progress=progress, profile=profile, resume=False)
     return run_dir / "last.pt", {"run_dir": str(run_dir), "steps": run.step, "reused": False,
                                  "wall_time_s": run.wall_time_s}

@@ -465,6 +465,20 @@ def not_binding(cfg: TCAETrainConfig) -> tuple[str, ...]:
     return tuple(k for k in NOT_BINDING if not (k == "steps" and cfg.schedule == "cosine"))
 
 
+DEFAULT_DATA_OPTIONS: dict[str, dict] = {"synthau": {"lighting": "flat"}}
+"""Data options used when ``train_tcae`` is given none: SynthAU pairs under ambient light, where a warp
+with the true motion explains the target (under the scenes' light, shading changes no warp explains)."""
+
+
+def binding_config(cfg: TCAETrainConfig, data: str, data_options: Mapping[str, Any] | None = None) -> dict:
+    """What a checkpoint of ``cfg`` records and a resumed run must match: the training configuration,
+    the data's name and its options (``progress`` aside; ``None`` means :data:`DEFAULT_DATA_OPTIONS`)."""
+    if data_options is None:
+        data_options = DEFAULT_DATA_OPTIONS.get(data, {})
+    opts = {k: v for k, v in sorted(data_options.items()) if k != "progress"}
+    return json.loads(json.dumps({**cfg.to_dict(), "data": data, "data_options": opts}))
+
+
 def default_run_dir(data: str, profile: str) -> Path:
     """``<cache>/tcae/<data>_<profile>``: where ``au-lib train-tcae`` and the TCAE chapter train by default."""
     from au_lib.cache import cache_dir
@@ -524,10 +538,9 @@ def train_tcae(cfg: TCAETrainConfig, run_dir: str | Path, data: str | torch.util
         run_dir.mkdir(parents=True, exist_ok=True)
     profile = profile or current_profile()
     data_name = data if isinstance(data, str) else type(data).__name__
-    # the data are part of what a resumed run must match (progress is not)
-    cfg_dict = json.loads(json.dumps({**cfg.to_dict(), "data": data_name,
-                                      "data_options": {k: v for k, v in sorted((data_options or {}).items())
-                                                       if k != "progress"}}))
+    if data_options is None:
+        data_options = DEFAULT_DATA_OPTIONS.get(data_name, {})
+    cfg_dict = binding_config(cfg, data_name, data_options)
 
     with torch.random.fork_rng(devices=[]):  # seeded initialisation without touching the caller's RNG
         torch.manual_seed(cfg.seed)
@@ -675,6 +688,6 @@ def showcase_indices(dataset: torch.utils.data.Dataset, n: int = 16, seed: int =
     return [min(len(dataset) - 1, int(off + i * stride)) for i in range(k)]
 
 
-__all__ = ["TCAETrainConfig", "TRAIN_PROFILES", "OFFICIAL_SWITCHES", "OFFICIAL_TRAINING", "PAPER_TRAINING",
+__all__ = ["TCAETrainConfig", "TRAIN_PROFILES", "DEFAULT_DATA_OPTIONS", "binding_config", "OFFICIAL_SWITCHES", "OFFICIAL_TRAINING", "PAPER_TRAINING",
            "OfficialSchedule", "validation_loss", "train_config", "ToyPairs", "open_pair_data",
            "jitter_pairs", "collate_pairs", "PairPool", "pair_pool", "showcase_indices", "train_tcae", "TCAERun", "default_run_dir", "checkpoint_paths", "fixed_batch"]
