@@ -269,3 +269,5 @@ def test_learning_verdict_against_the_bar():
     v = learning_verdict(m)
     assert v["epe_au"]["met"] and v["epe_au"]["ratio"] == pytest.approx(0.5)
     assert not v["epe_pose"]["met"] and v["photo_au"]["met"] and not v["photo_pose"]["met"]
+    # a zero field reproduces the source up to rounding: not "closer"
+    assert not learning_verdict({**m, "photo_pose": 0.04 - 1e-7})["photo_pose"]["met"]

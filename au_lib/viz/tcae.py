@@ -91,7 +91,9 @@ def plot_training(history: Sequence[Mapping[str, float]], terms: Sequence[str] |
 
     if not history:
         raise ValueError("plot_training: empty history")
-    terms = terms or [k for k in history[0] if k not in ("step", "total")]
+    not_losses = ("step", "total", "lr", "window", "schedule")
+    terms = terms or [k for k in history[0] if k not in not_losses and not k.startswith("val_")
+                      and isinstance(history[0][k], (int, float))]
     ax = ax or plt.subplots(figsize=(6.4, 3.4))[1]
     steps = [h["step"] for h in history]
     for t in terms:
