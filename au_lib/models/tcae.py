@@ -39,7 +39,9 @@ Settings that make a small model learn on a CPU budget (the paper's value in bra
 profile changes them, the chapter measures each): ``max_displacement`` [1.0, half the image],
 ``zero_init_flow`` [False: the last decoder conv starts at zero so the untrained fields are zero,
 not pixels of noise], ``embedding_loss`` [``"l2"``; ``"scaled"`` divides each squared distance by
-the batch variance of the reference code, so shrinking the codes cannot lower it].
+the batch variance of the reference code, so shrinking the codes cannot lower it], ``pose_first``
+[False; True: during the training loop's reconstruction-only warm-up the target is rebuilt with the
+pose field alone].
 
 Loss weights keep the authors' ratio: reconstruction 10x the consistency terms, 100x the L1
 sparsity term on ``tau_A`` (code: 10, 1, 0.1).
@@ -94,6 +96,7 @@ class TCAEConfig:
     zero_init_flow: bool = False     # last decoder conv initialised to zero (fields start at 0)
     embedding_loss: str = "l2"       # "l2" (paper, code) | "scaled" (divided by the code's batch variance)
     pose_first: bool = False         # while the other terms are off (aux_scale 0) rebuild the target with tau_P alone
+                                     # (head motion goes to the pose branch before the AU branch can take it)
     padding_mode: str = "border"     # the code clamps the grid to [-1, 1]: border sampling
     weights: TCAELossWeights = field(default_factory=TCAELossWeights)
 
@@ -146,7 +149,7 @@ TCAE_PROFILES: dict[str, TCAEConfig] = {
     # zero (see the module docstring; the chapter measures what each setting does).
     "cpu": TCAEConfig(image_size=64, trunk_channels=(16, 32, 64, 128), branch_channels=(256, EMBED_DIM),
                       decoder_channels=(256, 128, 64, 32, 16), max_displacement=0.25, zero_init_flow=True,
-                      embedding_loss="scaled"),
+                      embedding_loss="scaled", pose_first=True),
     # The paper / official code: 256x256, five trunk convs, three per branch, seven decoder blocks
     # (512->256->256->256->256->128->64->32), then Upsample and the 32->3 output conv.
     "paper": TCAEConfig(),

@@ -116,9 +116,9 @@ TRAIN_PROFILES: dict[str, TCAETrainConfig] = {
     # updates a laptop affords. No crops: the code's independent crops invent up to +-6 px of
     # motion at 64 px, more than the faces move, and SynthAU's crops are already aligned.
     # (PAPER_TRAINING restores the code's values.)
-    "cpu": TCAETrainConfig(model=tcae_config("cpu"), batch_size=16, steps=1500, optimizer="adam", lr=1e-3,
+    "cpu": TCAETrainConfig(model=tcae_config("cpu"), batch_size=16, steps=2000, optimizer="adam", lr=1e-3,
                            jitter="off", checkpoint_every=250, log_every=50, num_workers=0, pool_pairs=3000,
-                           schedule="cosine", warmup_steps=50, aux_warmup=500),
+                           schedule="cosine", warmup_steps=50, aux_warmup=1000),
     # The official code: SGD(momentum 0.9, lr 1e-3), batch 64, 256x256, its curriculum and plateaus.
     "paper": TCAETrainConfig(model=tcae_config("paper"), batch_size=64, steps=100_000, optimizer="sgd", lr=1e-3,
                              checkpoint_every=5000, log_every=100, num_workers=8, schedule="official",
