@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-import os
-import socket
-from dataclasses import replace
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from _distributed import free_port, set_rank_env
 
 
 def _worker(rank: int, world: int, port: int, out: str) -> None:
-    os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    set_rank_env(rank, world, port)
     torch.set_num_threads(1)
     from au_lib.train.engine import cleanup_distributed, init_distributed
     from au_lib.train.pretrain import RandomRGBDT, pretrain, resolve_config
@@ -40,7 +31,7 @@ def test_two_process_gloo_ranks_end_identical(tmp_path):
     from au_lib.models.mcm import MCM, MCM_PROFILES
 
     world = 2
-    mp.start_processes(_worker, args=(world, _free_port(), str(tmp_path)), nprocs=world, join=True,
+    mp.start_processes(_worker, args=(world, free_port(), str(tmp_path)), nprocs=world, join=True,
                        start_method="spawn")
     r0 = torch.load(tmp_path / "rank0.pt", weights_only=False)
     r1 = torch.load(tmp_path / "rank1.pt", weights_only=False)

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import importlib
 import math
-import os
-import socket
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -23,6 +21,7 @@ fake = importlib.import_module("_fake_au")
 
 from au_lib.train import engine  # noqa: E402
 from au_lib.train.finetune import TrainConfig, fit, materialize  # noqa: E402
+from _distributed import free_port, set_rank_env
 
 
 @pytest.fixture(scope="module")
@@ -88,15 +87,8 @@ def test_finetune_runs_under_bf16_autocast_on_cpu(table):
     assert not np.array_equal(fp32.test_scores, bf16.test_scores)  # bf16 really computed something else
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _worker(rank: int, world: int, port: int, out: str) -> None:
-    os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    set_rank_env(rank, world, port)
     torch.set_num_threads(1)
     from au_lib.train.engine import cleanup_distributed, init_distributed
 
@@ -115,7 +107,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
 
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed not available")
 def test_fit_under_ddp_splits_batches_and_ranks_end_identical(tmp_path):
-    mp.start_processes(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True, start_method="spawn")
+    mp.start_processes(_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True, start_method="spawn")
     r0 = torch.load(tmp_path / "rank0.pt", weights_only=False)
     r1 = torch.load(tmp_path / "rank1.pt", weights_only=False)
     for k, v in r0["state"].items():

@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import socket
 from dataclasses import replace
 
 import torch
 import torch.multiprocessing as mp
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from _distributed import free_port, set_rank_env
 
 
 def _worker(rank: int, world: int, port: int, run_dir: str, out_dir: str) -> None:
-    os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    set_rank_env(rank, world, port)
     torch.set_num_threads(1)
     from au_lib.train.engine import distributed
     from au_lib.train.tcae import ToyPairs, train_config, train_tcae
@@ -30,7 +22,7 @@ def _worker(rank: int, world: int, port: int, run_dir: str, out_dir: str) -> Non
 
 
 def test_ddp_two_processes_gloo(tmp_path):
-    port = _free_port()
+    port = free_port()
     mp.spawn(_worker, args=(2, port, str(tmp_path / "run"), str(tmp_path)), nprocs=2, join=True)
     a = torch.load(tmp_path / "rank0.pt")
     b = torch.load(tmp_path / "rank1.pt")
