@@ -32,20 +32,20 @@ def _float(text: str) -> float:
     return value
 
 
-def positive_int(text: str) -> int:
-    """An integer >= 1 (epochs, steps, batch size, accumulation, checkpoint cadence, sample count)."""
-    value = _int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
-    return value
+def _bounded(parse: Callable[[str], float], ok: Callable[[float], bool], rule: str, doc: str):
+    """An argparse type: ``parse`` the text, then refuse values for which ``ok`` is false ("must be ``rule``")."""
+    def check(text: str):
+        value = parse(text)
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {rule}, got {text!r}")
+        return value
+    check.__doc__ = doc
+    return check
 
 
-def nonnegative_int(text: str) -> int:
-    """An integer >= 0 (data-loader workers)."""
-    value = _int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
-    return value
+positive_int = _bounded(_int, lambda v: v >= 1, "an integer >= 1",
+                        "An integer >= 1 (epochs, steps, batch size, accumulation, checkpoint cadence, sample count).")
+nonnegative_int = _bounded(_int, lambda v: v >= 0, "an integer >= 0", "An integer >= 0 (data-loader workers).")
 
 
 def finite_float(text: str) -> float:
@@ -53,28 +53,10 @@ def finite_float(text: str) -> float:
     return _float(text)
 
 
-def positive_float(text: str) -> float:
-    """A finite number > 0 (learning rates)."""
-    value = _float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}")
-    return value
-
-
-def nonnegative_float(text: str) -> float:
-    """A finite number >= 0 (warm-up epochs)."""
-    value = _float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}")
-    return value
-
-
-def fraction(text: str) -> float:
-    """A number strictly between 0 and 1 (mask ratios)."""
-    value = _float(text)
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be a number in (0, 1), got {text!r}")
-    return value
+positive_float = _bounded(_float, lambda v: v > 0, "a number > 0", "A finite number > 0 (learning rates).")
+nonnegative_float = _bounded(_float, lambda v: v >= 0, "a number >= 0", "A finite number >= 0 (warm-up epochs).")
+fraction = _bounded(_float, lambda v: 0.0 < v < 1.0, "a number in (0, 1)",
+                    "A number strictly between 0 and 1 (mask ratios).")
 
 
 def comma_list(item: Callable[[str], object], what: str = "values") -> Callable[[str], tuple]:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import io
 import zipfile
-from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -158,24 +157,16 @@ class ProbeNetwork(nn.Module):
 
 
 def _plain(obj: Any) -> Any:
-    """JSON-like copy of ``obj`` (dataclasses, numpy values, paths, tuples made plain) for weights_only."""
-    if is_dataclass(obj) and not isinstance(obj, type):
-        return _plain(asdict(obj))
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, (np.floating, np.integer, np.bool_)):
-        return obj.item()
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, str):
-        return str(obj)  # str subclasses (torch's TorchVersion) would need their class to unpickle
-    if obj is None or isinstance(obj, (int, float, bool)):
-        return obj
-    raise TypeError(f"detector file: cannot store {type(obj).__name__}")
+    """JSON-like copy of ``obj`` (dataclasses, numpy values, paths, tuples made plain) for weights_only:
+    a JSON round trip, which also turns ``str`` subclasses (torch's ``TorchVersion``) into plain strings."""
+    import json
+
+    from au_lib.provenance import _json_default
+
+    try:
+        return json.loads(json.dumps(obj, default=_json_default))
+    except TypeError as exc:
+        raise TypeError(f"detector file: cannot store {exc}") from None
 
 
 class Detector:
