@@ -130,8 +130,7 @@ PAPER_TRAINING: dict[str, Any] = {"jitter": "independent", "optimizer": "sgd", "
 """The code's training values of the settings the ``cpu`` profile changes (its curriculum and plateau
 schedule need a validation set: ``--official`` adds them)."""
 
-OFFICIAL_TRAINING: dict[str, Any] = {"jitter": "independent", "optimizer": "sgd", "lr": 1e-3, "momentum": 0.9,
-                                     "schedule": "official", "aux_warmup": 0}
+OFFICIAL_TRAINING: dict[str, Any] = {**PAPER_TRAINING, "schedule": "official"}
 """Training settings of the released code (with :data:`OFFICIAL_SWITCHES` for the model)."""
 
 def train_config(profile: str | None = None, model_overrides: Mapping[str, Any] | None = None,
