@@ -207,6 +207,13 @@ def test_error_examples_are_mistakes_and_difficulty_table(tmp_path):
             assert table.au[r, k] == 1 and score[r] < thr[fold[r]][k]
     with pytest.raises(KeyError, match="AU99"):
         A.error_examples(table, res, 99)
+    # the all-present baseline: 2p/(1+p) per AU of each test fold, averaged over AUs then folds
+    expect = []
+    for k in np.unique(preds["fold"]):
+        y = table.au[preds["rows"][preds["fold"] == k]].numpy()
+        p = np.array([(y[:, j][y[:, j] >= 0] == 1).mean() for j in range(y.shape[1])])
+        expect.append(np.mean(2 * p / (1 + p)))
+    assert A.all_present_f1(table, res) == pytest.approx(float(np.mean(expect)), abs=1e-9)
     df = A.au_difficulty(table, res)
     assert list(df.index) == [f"AU{a}" for a in fake.AUS]
     assert df["occurrence"].between(0, 1).all() and (df["evidence"] > 0).all()  # every fake AU brightens a block
@@ -247,3 +254,19 @@ def test_scratch_runs_are_seeded_identical_and_resume_continues_the_same_stream(
             monitor=stop)
     resumed = fit(net(), (table.x[tr], table.au[tr]), (table.x[va], table.au[va]), cfg, seed=7, checkpoint=ckpt)
     assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in full.history]
+
+
+def test_paired_difference_verdicts_on_known_runs():
+    def res(folds):
+        return {"metrics": {"honest": {"per_fold_mean": folds}}}
+
+    v = A.paired_difference(res([0.60, 0.62, 0.61]), res([0.50, 0.51, 0.52]))
+    assert v["verdict"] == "a better" and v["difference"] == pytest.approx(0.1) and v["interval"][0] > 0
+    assert A.paired_difference(res([0.40, 0.41, 0.42]), res([0.50, 0.52, 0.51]))["verdict"] == "b better"
+    # a large shared fold effect with a constant gap: the paired interval is narrow
+    v = A.paired_difference(res([0.30, 0.60, 0.90]), res([0.28, 0.58, 0.88]))
+    assert v["verdict"] == "a better" and v["interval"][1] - v["interval"][0] < 1e-6
+    v = A.paired_difference(res([0.60, 0.45, 0.52]), res([0.50, 0.55, 0.52]))
+    assert v["verdict"] == "inconclusive" and v["interval"][0] < 0 < v["interval"][1]
+    with pytest.raises(ValueError, match="same runs"):
+        A.paired_difference(res([0.5, 0.6]), res([0.5, 0.6, 0.7]))

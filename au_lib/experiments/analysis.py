@@ -109,3 +109,40 @@ def error_examples(table: FrameTable, result: dict, au: int, kind: str = "fp", n
         wrong = (sc < t) & (y == 1)
         order = np.argsort((sc - t)[wrong])
     return rows[wrong][order][:n].tolist()
+
+
+def paired_difference(a: dict, b: dict, which: str = "honest", confidence: float = 0.95) -> dict:
+    """``a`` minus ``b``: two protocol results over the same folds (and seeds), compared run by run.
+
+    Returns the per-run differences of mean F1, their mean, a Student-t ``confidence`` interval and
+    a ``verdict``: ``"a better"`` when the interval lies above 0, ``"b better"`` when below, else
+    ``"inconclusive"``. F1 values in [0, 1]. Pairing by fold removes the fold-to-fold spread that two
+    methods share (an unusual test subject lowers both).
+
+    Raises:
+        ValueError: when the results do not have the same number (>= 2) of runs.
+    """
+    from scipy import stats
+
+    x = np.asarray(a["metrics"][which]["per_fold_mean"], dtype=float)
+    y = np.asarray(b["metrics"][which]["per_fold_mean"], dtype=float)
+    if x.shape != y.shape or x.size < 2:
+        raise ValueError(f"paired_difference: need the same runs (>= 2) in both results, got {x.size} and {y.size}")
+    d = x - y
+    half = float(stats.t.ppf(0.5 + confidence / 2, d.size - 1)) * float(d.std(ddof=1) / np.sqrt(d.size))
+    lo, hi = float(d.mean()) - half, float(d.mean()) + half
+    verdict = "a better" if lo > 0 else "b better" if hi < 0 else "inconclusive"
+    return {"difference": float(d.mean()), "interval": (lo, hi), "per_fold": d.tolist(),
+            "confidence": confidence, "verdict": verdict}
+
+
+def all_present_f1(table: FrameTable, result: dict) -> float:
+    """Mean F1 in [0, 1] of predicting every AU present in every test frame of ``result``'s folds
+    (averaged over folds as the protocol averages a method), read from its saved predictions."""
+    from au_lib.metrics import f1_per_au
+
+    preds = load_predictions(result)
+    folds = np.unique(preds["fold"])
+    return float(np.mean([f1_per_au(table.au[preds["rows"][preds["fold"] == k]].numpy(),
+                                    np.ones((int((preds["fold"] == k).sum()), len(table.aus)))).mean
+                          for k in folds]))

@@ -143,20 +143,14 @@ def probe_verdict(au_result: Mapping, pose_result: Mapping, which: str = "honest
     results over the same folds (and seeds): the paired per-fold differences of mean F1 (AU minus
     pose), their mean and a Student-t ``confidence`` interval. ``verdict`` is ``"supported"`` when the
     interval lies above 0, ``"contradicted"`` when below, else ``"inconclusive"``. F1 in [0, 1]."""
-    import numpy as np
-    from scipy import stats
+    from au_lib.experiments.analysis import paired_difference
 
-    a = np.asarray(au_result["metrics"][which]["per_fold_mean"], dtype=float)
-    b = np.asarray(pose_result["metrics"][which]["per_fold_mean"], dtype=float)
-    if a.shape != b.shape or a.size < 2:
-        raise ValueError(f"probe_verdict: need the same folds (>= 2) in both results, got {a.size} and {b.size}")
-    d = a - b
-    se = float(d.std(ddof=1) / np.sqrt(d.size))
-    half = float(stats.t.ppf(0.5 + confidence / 2, d.size - 1)) * se
-    lo, hi = float(d.mean()) - half, float(d.mean()) + half
-    verdict = "supported" if lo > 0 else "contradicted" if hi < 0 else "inconclusive"
-    return {"difference": float(d.mean()), "interval": (lo, hi), "per_fold": d.tolist(),
-            "confidence": confidence, "verdict": verdict}
+    try:
+        p = paired_difference(au_result, pose_result, which, confidence)
+    except ValueError as exc:
+        raise ValueError(str(exc).replace("paired_difference", "probe_verdict")) from None
+    p["verdict"] = {"a better": "supported", "b better": "contradicted"}.get(p["verdict"], "inconclusive")
+    return p
 
 
 __all__ = ["end_point_error", "leakage", "disentanglement_metrics", "evaluate_checkpoints", "TARGETS", "PHOTO_MARGIN",
