@@ -40,6 +40,7 @@ REQUIRED: dict[str, set[tuple[str, str]]] = {
              ("au_lib/models/tcae.py", "TCAE.mix"), ("au_lib/ops/warp.py", "mix_displacements"),
              ("au_lib/models/tcae.py", "curriculum_mean"), ("au_lib/train/tcae.py", "OfficialSchedule.update")},
     "detection": {("au_lib/models/heads.py", "masked_bce_loss"), ("au_lib/experiments/protocol.py", "run_fold"),
+                  ("au_lib/experiments/analysis.py", "paired_difference"),
                   ("au_lib/data/align.py", "eye_mouth_crop_matrix"), ("au_lib/detect/run.py", "face_crop")},
     "ablations": {("au_lib/experiments/ablations.py", "hidden_fraction"),
                   ("au_lib/experiments/ablations.py", "paper_epoch")},
