@@ -2,6 +2,10 @@
 same probe on the randomly initialised encoder when labels are scarce?
 
     AU_PROFILE=cpu python bench/pilot_label_scarce.py --epochs 4 --fractions 0.1 1.0 --seeds 0 1 2
+    AU_PROFILE=cpu python bench/pilot_label_scarce.py --chapter-run --fractions 0.1 1.0 --seeds 0 1 2
+
+``--chapter-run`` probes the MCM chapter's pre-trained encoder (:func:`au_lib.experiments.pretrained.pretrained_mcm`,
+trained if missing) and that run's initial weights instead of pre-training a pilot run.
 
 Pre-trains the ``cpu`` MCM (:data:`au_lib.train.pretrain.PRETRAIN_PROFILES`, augmentation on) for
 ``--epochs`` on the whole SynthAU pre-training pool into ``<cache>/pilot14/``, keeps its initial
@@ -17,6 +21,7 @@ import argparse
 import json
 import time
 from dataclasses import replace
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -35,22 +40,34 @@ def main() -> None:
     ap.add_argument("--fractions", type=float, nargs="+", default=[0.1, 1.0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--profile", default="cpu")
+    ap.add_argument("--chapter-run", action="store_true", help="probe the MCM chapter's run instead of a pilot run")
     args = ap.parse_args()
 
     root = cache_root() / "pilot14"
     prof = args.profile
-    cfg = resolve_config(prof, epochs=args.epochs, save_epochs=())
-    run_dir = root / f"mcm-{prof}-e{args.epochs}"
-    t0 = time.time()
-    ds = open_pretrain_dataset("synthau", cfg, prof)
-    print(f"pre-training pool: {len(ds)} frames (opened in {time.time() - t0:.0f} s)", flush=True)
-    _initial_checkpoint(cfg, run_dir / "epoch_0000.pt")
-    t0 = time.time()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        res = pretrain(cfg, ds, run_dir, device="cpu", show_progress=False)
-    print(f"pre-training: {args.epochs} epochs, loss {[round(h['loss'], 4) for h in res.history]}, "
-          f"{time.time() - t0:.0f} s", flush=True)
+    if args.chapter_run:
+        from au_lib.experiments.pretrained import pretrained_mcm
+
+        cfg = resolve_config(prof)
+        ckpt, run = pretrained_mcm(prof)
+        run_dir = root / f"mcm-{prof}-chapter"
+        _initial_checkpoint(cfg, run_dir / "epoch_0000.pt")
+        args.epochs = run["extra"]["epochs_done"]
+        ds = open_pretrain_dataset("synthau", cfg, prof)
+        res = SimpleNamespace(checkpoint=ckpt)
+    else:
+        cfg = resolve_config(prof, epochs=args.epochs, save_epochs=())
+        run_dir = root / f"mcm-{prof}-e{args.epochs}"
+        t0 = time.time()
+        ds = open_pretrain_dataset("synthau", cfg, prof)
+        print(f"pre-training pool: {len(ds)} frames (opened in {time.time() - t0:.0f} s)", flush=True)
+        _initial_checkpoint(cfg, run_dir / "epoch_0000.pt")
+        t0 = time.time()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            res = pretrain(cfg, ds, run_dir, device="cpu", show_progress=False)
+        print(f"pre-training: {args.epochs} epochs, loss {[round(h['loss'], 4) for h in res.history]}, "
+              f"{time.time() - t0:.0f} s", flush=True)
 
     base = protocol_settings(prof, seeds=tuple(args.seeds), report_test_tuned=False)
     methods = {"probe:mcm pre-trained": Method("probe", "mcm", checkpoint=str(res.checkpoint)),
@@ -63,7 +80,7 @@ def main() -> None:
         for label, m in methods.items():
             t0 = time.time()
             r = run_protocol(m, "synthau", {"view": "bp4d"}, profile=prof, settings=s, device="cpu", progress=False,
-                             out=root / "results" / f"{prof}-e{args.epochs}-f{frac:g}-{label.replace(' ', '_').replace(':', '_')}.json")
+                             out=root / "results" / f"{prof}-{run_dir.name}-f{frac:g}-{label.replace(' ', '_').replace(':', '_')}.json")
             h = r["metrics"]["honest"]
             row = {"fraction": frac, "method": label, "mean_f1": round(100 * h["mean"], 2),
                    "std_over_folds": round(100 * h["std_over_folds"], 2),
