@@ -66,10 +66,12 @@ PROTOCOL_PROFILES: dict[str, ProtocolSettings] = {
                           warmup_epochs=0, patience=40, flip=False),
         finetune=TrainConfig(epochs=2, batch_size=32, lr=1e-3, layer_decay=0.75, warmup_epochs=0.5, patience=2),
         scratch=TrainConfig(epochs=2, batch_size=32, lr=1e-3, layer_decay=1.0, warmup_epochs=0.5, patience=2)),
-    # Sized so that the networks learn on a 2-core CPU (issue 14's pilots, one fold, 1 thread: at 10
-    # frames per subject and 5 epochs every network sat at the all-present baseline; at 32 and 10
-    # epochs the ResNet-18 scored 80 and the fine-tuned MCM 58 against a baseline of 48): 16 frames
-    # per subject, 10 epochs, no early stop before the end; fusion averages two channel subsets.
+    # Sized so that the networks learn (issue 14's one-fold pilots, 1 thread: at 10 frames per subject
+    # and 5 epochs the ViT sat at the all-present baseline, as every network did in the SynthAU v2
+    # chapter; at 32 and 10 epochs the ResNet-18 scored 80 and the fine-tuned MCM 58 against 48):
+    # 16 frames per subject, 10 epochs, no early stop before the end; fusion averages two channel
+    # subsets. The detection chapter's runs take about 3.3 hours of one thread: far above a chapter's
+    # 30 minutes, so a reader's chapter reuses stored results.
     "cpu": ProtocolSettings(
         image_size=64, seeds=(0,), max_frames_per_subject=16, fusion_subsets=("RGB", "RDT"),
         probe=TrainConfig(epochs=60, batch_size=64, lr=1e-2, weight_decay=1e-4, layer_decay=1.0,
