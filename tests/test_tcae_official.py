@@ -257,7 +257,7 @@ def test_probe_verdict_on_known_differences():
     assert probe_verdict(res([0.40, 0.41, 0.42]), res([0.50, 0.52, 0.51]))["verdict"] == "contradicted"
     v = probe_verdict(res([0.60, 0.45, 0.52]), res([0.50, 0.55, 0.52]))
     assert v["verdict"] == "inconclusive" and v["interval"][0] < 0 < v["interval"][1]
-    with pytest.raises(ValueError, match="probe_verdict: need the same runs"):
+    with pytest.raises(ValueError, match="need the same runs"):
         probe_verdict(res([0.5, 0.6]), res([0.5, 0.6, 0.7]))
 
 

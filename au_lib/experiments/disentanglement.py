@@ -145,10 +145,7 @@ def probe_verdict(au_result: Mapping, pose_result: Mapping, which: str = "honest
     interval lies above 0, ``"contradicted"`` when below, else ``"inconclusive"``. F1 in [0, 1]."""
     from au_lib.experiments.analysis import paired_difference
 
-    try:
-        p = paired_difference(au_result, pose_result, which, confidence)
-    except ValueError as exc:
-        raise ValueError(str(exc).replace("paired_difference", "probe_verdict")) from None
+    p = paired_difference(au_result, pose_result, which, confidence)
     p["verdict"] = {"a better": "supported", "b better": "contradicted"}.get(p["verdict"], "inconclusive")
     return p
 
