@@ -56,6 +56,45 @@ def test_bad_settings_are_rejected(tiny):
         dataclasses.replace(tiny, mask_ratios=(1.0,))
     with pytest.raises(ValueError, match="unknown sweep"):
         abl.sweep_points("nonsense", tiny, "smoke")
+    with pytest.raises(ValueError, match="resplit needs method='probe'"):
+        dataclasses.replace(tiny, method="finetune", resplit=True)
+
+
+def test_resplit_scores_each_seed_on_its_own_subject_partition(tiny, tmp_path, monkeypatch):
+    """Repeated 3-fold CV: with ``resplit`` each protocol seed draws its own partition of the
+    subjects (3 x seeds runs per point), and the evaluation config records it (no reuse across)."""
+    from au_lib.data.registry import dataset_folds
+    from au_lib.experiments import protocol as P
+    from au_lib.models.mcm import MCM
+
+    torch.set_num_threads(1)
+    settings = dataclasses.replace(tiny, resplit=True, protocol=dataclasses.replace(tiny.protocol, seeds=(0, 1)))
+    ck = tmp_path / "init.pt"
+    torch.manual_seed(0)
+    from au_lib.train.engine import save_checkpoint
+
+    save_checkpoint(ck, model=MCM(settings.pretrain.model), epoch=0, step=0, config=settings.pretrain.to_dict())
+    seen = []
+    real = P.run_fold
+
+    def spy(table, fold, method, s, *, seed, **kw):
+        seen.append((seed, tuple(sorted(fold.test))))
+        return real(table, fold, method, s, seed=seed, **kw)
+
+    monkeypatch.setattr(P, "run_fold", spy)
+    met, extra = abl.probe_protocol(ck, "synthau", {"view": "bp4d"}, "rgb", settings.protocol, "smoke",
+                                    resplit=True)
+    assert len(met["honest"]["per_fold_mean"]) == 6 and extra["partitions"] == 2
+    tests = {seed: {t for s_, t in seen if s_ == seed} for seed in (0, 1)}
+    assert len(tests[0]) == len(tests[1]) == 3 and tests[0] != tests[1]
+    for seed in (0, 1):  # each seed's three test sets partition the subjects
+        assert sorted(s for t in tests[seed] for s in t) == sorted(
+            s for f in dataset_folds("synthau", view="bp4d", profile="smoke", seed=seed) for s in f.test)
+    pts = abl.sweep_points("mask-ratio", settings, "smoke")
+    assert all(p.evaluation["resplit"] is True for p in pts)
+    assert all("resplit" not in p.evaluation for p in abl.sweep_points("mask-ratio", tiny, "smoke"))
+    with pytest.raises(ValueError, match="drop 'seed'"):
+        abl.probe_protocol(ck, "synthau", {"view": "bp4d", "seed": 3}, "rgb", settings.protocol, "smoke", resplit=True)
 
 
 def test_real_sweep_is_deterministic_and_reused(tiny, tmp_path):
