@@ -112,3 +112,14 @@ def test_mcm_classifier_uses_layer_decay():
     assert lrs[-1] == pytest.approx(1e-3) and lrs[0] == pytest.approx(1e-3 * 0.5 ** enc.num_layers)
     assert sum(p.numel() for g in groups for p in g["params"]) == sum(
         p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def test_subset_fusion_passes_the_token_grid():
+    enc = _mcm_encoder()
+    x5 = torch.rand(2, 5, 32, 32)
+    with torch.no_grad():
+        fused = SubsetFusion(enc, ("RGB", "RDT"), grid=2).eval().forward_features(x5)
+        rgb = enc.forward_features(x5[:, :3], grid=2)
+        rdt = enc.forward_features(x5[:, [0, 3, 4]], subset="RDT", grid=2)
+    assert fused.shape == (2, 4 * enc.embed_dim)
+    np.testing.assert_allclose(fused.numpy(), ((rgb + rdt) / 2).numpy(), atol=1e-5)

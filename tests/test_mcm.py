@@ -299,3 +299,27 @@ def test_layer_decay_groups_and_checkpoint_loading(tmp_path):
     assert torch.allclose(enc.forward_features(x), model.encoder.forward_features(x))
     with pytest.raises(FileNotFoundError, match="no MCM checkpoint"):
         load_pretrained_encoder(tmp_path / "missing.pt")
+
+
+def test_grid_features_pool_tokens_by_face_region():
+    """grid=1 is the global mean; grid=g averages the token map over g x g cells (channel-major);
+    grid = patches per side returns every token; a grid finer than the patches is refused."""
+    torch.manual_seed(0)
+    enc = MCMEncoder(SMOKE).eval()   # 32 px, 8 px patches: a 4 x 4 token map
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        tok = enc.forward_tokens(x)[:, 1:]                         # (2, 16, D), row-major patches
+        D = SMOKE.embed_dim
+        assert torch.allclose(enc.forward_features(x, grid=1), tok.mean(1))
+        g2 = enc.forward_features(x, grid=2).view(2, D, 2, 2)
+        fmap = tok.view(2, 4, 4, D)
+        top_left = fmap[:, :2, :2].mean((1, 2))                   # patches (0,0),(0,1),(1,0),(1,1)
+        bottom_right = fmap[:, 2:, 2:].mean((1, 2))
+        assert torch.allclose(g2[:, :, 0, 0], top_left, atol=1e-6)
+        assert torch.allclose(g2[:, :, 1, 1], bottom_right, atol=1e-6)
+        full = enc.forward_features(x, grid=4)
+        assert full.shape == (2, 16 * D) and torch.allclose(full.view(2, D, 16).transpose(1, 2), tok, atol=1e-6)
+        # the grid of pooled cells averages back to the global mean
+        assert torch.allclose(g2.mean((2, 3)), enc.forward_features(x), atol=1e-6)
+    with pytest.raises(ValueError, match="between 1 and the 4 patches per side"):
+        enc.forward_features(x, grid=5)

@@ -58,6 +58,10 @@ def test_bad_settings_are_rejected(tiny):
         abl.sweep_points("nonsense", tiny, "smoke")
     with pytest.raises(ValueError, match="resplit needs method='probe'"):
         dataclasses.replace(tiny, method="finetune", resplit=True)
+    with pytest.raises(ValueError, match="probe_grid must be 1..4"):
+        dataclasses.replace(tiny, probe_grid=5)
+    with pytest.raises(ValueError, match="only for method='probe'"):
+        dataclasses.replace(tiny, method="finetune", probe_grid=2)
 
 
 def test_resplit_scores_each_seed_on_its_own_subject_partition(tiny, tmp_path, monkeypatch):
@@ -83,8 +87,9 @@ def test_resplit_scores_each_seed_on_its_own_subject_partition(tiny, tmp_path, m
 
     monkeypatch.setattr(P, "run_fold", spy)
     met, extra = abl.probe_protocol(ck, "synthau", {"view": "bp4d"}, "rgb", settings.protocol, "smoke",
-                                    resplit=True)
+                                    resplit=True, grid=2)
     assert len(met["honest"]["per_fold_mean"]) == 6 and extra["partitions"] == 2
+    assert extra["feature_dim"] == 4 * settings.pretrain.model.embed_dim  # a 2 x 2 grid of tokens
     tests = {seed: {t for s_, t in seen if s_ == seed} for seed in (0, 1)}
     assert len(tests[0]) == len(tests[1]) == 3 and tests[0] != tests[1]
     for seed in (0, 1):  # each seed's three test sets partition the subjects
@@ -92,7 +97,9 @@ def test_resplit_scores_each_seed_on_its_own_subject_partition(tiny, tmp_path, m
             s for f in dataset_folds("synthau", view="bp4d", profile="smoke", seed=seed) for s in f.test)
     pts = abl.sweep_points("mask-ratio", settings, "smoke")
     assert all(p.evaluation["resplit"] is True for p in pts)
-    assert all("resplit" not in p.evaluation for p in abl.sweep_points("mask-ratio", tiny, "smoke"))
+    assert all("resplit" not in p.evaluation and "probe_grid" not in p.evaluation
+               for p in abl.sweep_points("mask-ratio", tiny, "smoke"))
+    assert abl.sweep_points("epochs", dataclasses.replace(tiny, probe_grid=2), "smoke")[0].evaluation["probe_grid"] == 2
     with pytest.raises(ValueError, match="drop 'seed'"):
         abl.probe_protocol(ck, "synthau", {"view": "bp4d", "seed": 3}, "rgb", settings.protocol, "smoke", resplit=True)
 

@@ -154,14 +154,16 @@ class SubsetFusion(nn.Module):
     ``subsets``: names such as ``"RGB"``, ``"RDT"`` (default: all 10 of :data:`au_lib.ops.masking.SUBSETS`).
     The encoder is called as ``encoder.forward_features(img, subset=idx)`` (the MCM encoder adds a
     learned subset embedding when its config has one).
-    ``subsets=("RGB",)`` reduces to the RGB-only encoder.
+    ``subsets=("RGB",)`` reduces to the RGB-only encoder. ``grid > 1``: the encoder's tokens pooled onto
+    ``grid x grid`` cells (``forward_features(..., grid=grid)``; features of size ``grid * grid * D``).
     """
 
-    def __init__(self, encoder: nn.Module, subsets: Sequence[str] | None = None, seed: int = 0):
+    def __init__(self, encoder: nn.Module, subsets: Sequence[str] | None = None, seed: int = 0, grid: int = 1):
         super().__init__()
         from au_lib.ops.masking import SUBSETS, subset_index
 
         self.encoder = encoder
+        self.grid = int(grid)
         self.subsets = [subset_index(s) for s in subsets] if subsets else list(range(len(SUBSETS)))
         self.generator = torch.Generator().manual_seed(int(seed))
 
@@ -169,7 +171,9 @@ class SubsetFusion(nn.Module):
         from au_lib.ops.masking import channel_mix
 
         img = channel_mix(x5, idx)
-        return self.encoder.forward_features(img, subset=idx)
+        if self.grid == 1:
+            return self.encoder.forward_features(img, subset=idx)
+        return self.encoder.forward_features(img, subset=idx, grid=self.grid)
 
     def forward_features(self, x5: torch.Tensor) -> torch.Tensor:
         if x5.ndim != 4 or x5.shape[1] != 5:

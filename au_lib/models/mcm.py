@@ -225,9 +225,21 @@ class MCMEncoder(nn.Module):
             t = blk(t)
         return self.norm(t)
 
-    def forward_features(self, x: Tensor, subset=None) -> Tensor:
-        """Mean-pooled patch tokens (cls excluded), (B,3,H,W) in [0,1] -> (B,D). RGB by default."""
-        return self.forward_tokens(x, subset)[:, 1:].mean(dim=1)
+    def forward_features(self, x: Tensor, subset=None, grid: int = 1) -> Tensor:
+        """Pooled patch tokens (cls excluded), (B,3,H,W) in [0,1] -> (B, grid*grid*D). RGB by default.
+
+        ``grid=1``: the mean over all patch tokens (MAE's global pool), (B, D). ``grid=g``: the token map
+        (D, n, n) average-pooled onto g x g cells of the face and flattened channel-major, so a linear
+        probe can tell the brows from the mouth (an AU is local; the global mean washes it out).
+        """
+        t = self.forward_tokens(x, subset)[:, 1:]
+        if grid == 1:
+            return t.mean(dim=1)
+        n = self.grid
+        if not 1 <= grid <= n:
+            raise ValueError(f"grid must be between 1 and the {n} patches per side, got {grid}")
+        fmap = t.transpose(1, 2).reshape(t.shape[0], t.shape[2], n, n)
+        return torch.nn.functional.adaptive_avg_pool2d(fmap, grid).flatten(1)
 
     forward = forward_features
 
