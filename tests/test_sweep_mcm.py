@@ -138,3 +138,29 @@ def test_cli_lists_points(tmp_path, capsys):
     for bad in ("2/2", "x"):  # rejected before anything is computed
         assert main(["ablate", "epochs", "--profile", "smoke", "--shard", bad, "--results", str(tmp_path)]) == 2
         assert "--shard" in capsys.readouterr().err
+
+
+def test_all_present_baseline_is_scored_on_the_sweeps_test_sets(tiny):
+    """2p/(1+p) per AU of each test fold (p: the AU's rate there), averaged over AUs, then over the
+    runs; with ``resplit`` the runs are the folds of each seed's own partition."""
+    import numpy as np
+
+    from au_lib.data.registry import dataset_folds
+    from au_lib.experiments.protocol import load_table
+
+    s = dataclasses.replace(tiny, resplit=True, protocol=dataclasses.replace(tiny.protocol, seeds=(0, 1)))
+    p = s.protocol
+    table = load_table("synthau", {"view": "bp4d"}, ("rgb", "depth", "thermal"), p.image_size, "smoke",
+                       p.max_frames_per_subject)
+    runs = []
+    for seed in (0, 1):
+        for fold in dataset_folds("synthau", view="bp4d", profile="smoke", seed=seed):
+            y = table.au[table.rows(fold.test)].numpy()
+            rate = np.array([(y[:, j][y[:, j] >= 0] == 1).mean() for j in range(y.shape[1])])
+            runs.append(100 * np.mean(2 * rate / (1 + rate)))
+    got = abl.all_present_baseline(s, "smoke")
+    assert got["mean"] == pytest.approx(np.mean(runs), abs=1e-6)
+    assert got["se"] == pytest.approx(np.std(runs, ddof=1) / np.sqrt(6), abs=1e-6)
+    # one partition only: the same three folds for every seed
+    same = abl.all_present_baseline(dataclasses.replace(s, resplit=False), "smoke")
+    assert same["mean"] == pytest.approx(np.mean(runs[:3]), abs=1e-6)

@@ -525,6 +525,28 @@ def run_ablations(sweeps: Sequence[str] = SWEEPS, profile: str | None = None, *,
     return pts, report
 
 
+def all_present_baseline(settings: AblationSettings, profile: str) -> dict[str, float]:
+    """The "every AU present" baseline on exactly the test sets the sweep's probe is scored on
+    (``settings.protocol.seeds`` x 3 folds, one partition per seed with ``resplit``): predicting every
+    AU in every frame. Returns ``{"mean", "se"}`` in F1 points (%), over those runs."""
+    from au_lib.data.registry import dataset_folds
+    from au_lib.experiments.protocol import load_table
+    from au_lib.metrics import f1_per_au
+
+    p = settings.protocol
+    table = load_table(settings.dataset, {"view": settings.view}, ("rgb", "depth", "thermal"), p.image_size, profile,
+                       p.max_frames_per_subject, stream=p.stream_frames)
+    y = table.au.numpy()
+    runs = []
+    for seed in p.seeds:
+        extra = {"seed": seed} if settings.resplit else {}
+        for fold in dataset_folds(settings.dataset, profile=profile, view=settings.view, **extra):
+            te = table.rows(fold.test)
+            runs.append(100 * f1_per_au(y[te], np.ones((len(te), y.shape[1]))).mean)
+    v = np.asarray(runs)
+    return {"mean": float(v.mean()), "se": float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan")}
+
+
 def curve(rows: Sequence[dict], x: str) -> dict[str, np.ndarray]:
     """Arrays for plotting: ``x`` (a label), ``mean``, ``std`` (over folds) in F1 % and ``n_folds``."""
     rows = sorted(rows, key=lambda r: r["labels"][x])
@@ -534,7 +556,7 @@ def curve(rows: Sequence[dict], x: str) -> dict[str, np.ndarray]:
             "n_folds": np.array([len(r["metrics"]["per_fold_mean"]) for r in rows])}
 
 
-__all__ = ["AblationSettings", "ABLATION_PROFILES", "ablation_settings", "paper_epoch", "sweep_points",
+__all__ = ["all_present_baseline", "AblationSettings", "ABLATION_PROFILES", "ablation_settings", "paper_epoch", "sweep_points",
            "all_points", "select", "MCMPretrain", "MCMEvaluate", "heldout_reconstruction", "run_ablations",
            "default_dirs", "curve", "SWEEPS"]
 

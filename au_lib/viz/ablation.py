@@ -1,8 +1,9 @@
 """Figures of the MCM ablations (supplementary Fig. 1a/1b re-drawn from our result files).
 
 Each function takes rows from :func:`au_lib.experiments.ablations.select` (loaded result files with
-their point labels) and draws on a matplotlib ``Axes``; F1 is shown in percent, error bars are one
-standard deviation over the three subject-exclusive folds.
+their point labels) and draws on a matplotlib ``Axes``; F1 is shown in percent, error bars are the
+standard error of each point's mean over its runs (folds x partitions or seeds,
+:func:`au_lib.experiments.ablations.curve_se`); ``baseline`` (F1 %) draws the "every AU present" line.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from au_lib.experiments.ablations import curve
+from au_lib.experiments.ablations import curve, curve_se
 
 COLORS = {"fusion": "tab:red", "rgb": "tab:blue", "nomix": "tab:gray"}
 
@@ -24,13 +25,19 @@ def _ax(ax):
     return ax
 
 
+def _baseline(ax, baseline: float | None) -> None:
+    if baseline is not None:
+        ax.axhline(baseline, color="0.4", ls="-.", lw=1, label=f"every AU present ({baseline:.1f})")
+
+
 def plot_epochs(rows: Sequence[dict], ax=None, *, paper_axis: bool = True, color: str = COLORS["rgb"],
-                label: str = "RGB (ours)"):
+                label: str = "RGB (ours)", baseline: float | None = None):
     """Fig. 1a: mean F1 over AUs against pre-training epochs (bottom: the paper's 0..100 scale, i.e.
     the same fraction of the schedule; top: our epochs). Returns the Axes."""
     ax = _ax(ax)
-    c = curve(rows, "paper_epoch" if paper_axis else "epoch")
-    ax.errorbar(c["x"], c["mean"], yerr=c["std"], marker="o", capsize=3, color=color, label=label)
+    c = curve_se(rows, "paper_epoch" if paper_axis else "epoch")
+    ax.errorbar(c["x"], c["mean"], yerr=c["se"], marker="o", capsize=3, color=color, label=label)
+    _baseline(ax, baseline)
     best = int(np.argmax(c["mean"]))
     ax.scatter([c["x"][best]], [c["mean"][best]], s=160, facecolors="none", edgecolors="k", zorder=5,
                label="our best")
@@ -47,22 +54,24 @@ def plot_epochs(rows: Sequence[dict], ax=None, *, paper_axis: bool = True, color
     return ax
 
 
-def plot_mask_ratio(series: dict[str, Sequence[dict]], ax=None, *, paper_optimum: float = 0.5):
+def plot_mask_ratio(series: dict[str, Sequence[dict]], ax=None, *, paper_optimum: float = 0.5,
+                    baseline: float | None = None):
     """Fig. 1b: mean F1 against the pre-training mask ratio, one line per series (e.g. ``{"fusion": rows,
     "rgb": rows, "nomix": rows}``); the paper's optimum as a dashed line. Returns the Axes."""
     ax = _ax(ax)
     names = {"fusion": "fusion (MCM)", "rgb": "RGB (MCM)", "nomix": "RGB, MAE without channel mixing"}
     live = [k for k, rows in series.items() if rows]
     for i, key in enumerate(live):
-        c = curve(series[key], "mask_ratio")
+        c = curve_se(series[key], "mask_ratio")
         style = "--" if key == "nomix" else "-"
         dodge = 0.006 * (i - (len(live) - 1) / 2)  # keep overlapping error bars apart
-        ax.errorbar(c["x"] + dodge, c["mean"], yerr=c["std"], marker="o", capsize=3, ls=style,
+        ax.errorbar(c["x"] + dodge, c["mean"], yerr=c["se"], marker="o", capsize=3, ls=style,
                     color=COLORS.get(key), label=names.get(key, key))
         best = int(np.argmax(c["mean"]))
         ax.scatter([c["x"][best] + dodge], [c["mean"][best]], s=160, facecolors="none",
                    edgecolors=COLORS.get(key, "k"), zorder=5)
     ax.axvline(paper_optimum, color="k", ls=":", lw=1, label=f"paper's optimum ({paper_optimum:.0%})")
+    _baseline(ax, baseline)
     ax.set_xlabel("mask ratio in pre-training")
     ax.set_ylabel("mean F1 over AUs (%)")
     ax.set_title("(b) F1 vs mask ratio, end of pre-training")
