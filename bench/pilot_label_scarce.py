@@ -3,9 +3,11 @@ same probe on the randomly initialised encoder when labels are scarce?
 
     AU_PROFILE=cpu python bench/pilot_label_scarce.py --epochs 4 --fractions 0.1 1.0 --seeds 0 1 2
     AU_PROFILE=cpu python bench/pilot_label_scarce.py --chapter-run --fractions 0.1 1.0 --seeds 0 1 2
+    AU_PROFILE=cpu python bench/pilot_label_scarce.py --chapter-run --grid --fractions 0.1 1.0 --seeds 0 1 2
 
 ``--chapter-run`` probes the MCM chapter's pre-trained encoder (:func:`au_lib.experiments.pretrained.pretrained_mcm`,
-trained if missing) and that run's initial weights instead of pre-training a pilot run.
+trained if missing) and that run's initial weights instead of pre-training a pilot run. ``--grid`` probes
+the encoders' tokens pooled onto a 4 x 4 grid of the face (``probe:mcm-grid``) instead of their mean.
 
 Pre-trains the ``cpu`` MCM (:data:`au_lib.train.pretrain.PRETRAIN_PROFILES`, augmentation on) for
 ``--epochs`` on the whole SynthAU pre-training pool into ``<cache>/pilot14/``, keeps its initial
@@ -40,6 +42,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--profile", default="cpu")
     ap.add_argument("--chapter-run", action="store_true", help="probe the MCM chapter's run instead of a pilot run")
+    ap.add_argument("--grid", action="store_true", help="probe a 4 x 4 grid of pooled tokens (probe:mcm-grid)")
     args = ap.parse_args()
 
     root = cache_root() / "pilot14"
@@ -69,8 +72,9 @@ def main() -> None:
               f"{time.time() - t0:.0f} s", flush=True)
 
     base = protocol_settings(prof, seeds=tuple(args.seeds), report_test_tuned=False)
-    methods = {"probe:mcm pre-trained": Method("probe", "mcm", checkpoint=str(res.checkpoint)),
-               "probe:mcm at init": Method("probe", "mcm", checkpoint=str(run_dir / "epoch_0000.pt")),
+    mcm = "mcm-grid" if args.grid else "mcm"
+    methods = {f"probe:{mcm} pre-trained": Method("probe", mcm, checkpoint=str(res.checkpoint)),
+               f"probe:{mcm} at init": Method("probe", mcm, checkpoint=str(run_dir / "epoch_0000.pt")),
                "probe:pixels": Method("probe", "pixels")}
     out: dict = {"profile": prof, "epochs": args.epochs, "pool": len(ds), "rows": []}
     table = load_table("synthau", {"view": "bp4d"}, ("rgb",), base.image_size, prof, base.max_frames_per_subject)
@@ -90,7 +94,7 @@ def main() -> None:
     out["all_present"] = round(100 * all_present_f1(table, r), 2)  # same test frames in every run
     print(json.dumps({"all_present_mean_f1": out["all_present"]}))
     (root / "results").mkdir(parents=True, exist_ok=True)
-    (root / "results" / f"summary-{prof}-e{args.epochs}.json").write_text(json.dumps(out, indent=1))
+    (root / "results" / f"summary-{prof}-e{args.epochs}{'-grid' if args.grid else ''}.json").write_text(json.dumps(out, indent=1))
 
 
 if __name__ == "__main__":

@@ -274,3 +274,30 @@ def test_a_protocol_fold_saves_a_detector_that_reproduces_its_test_scores(tmp_pa
     assert det.aus == tuple(fake.AUS) and np.allclose(det.thresholds, out.thresholds)
     assert det.training["test_f1_mean"] == pytest.approx(float(np.nanmean(out.f1)))
     np.testing.assert_allclose(det.probabilities(table.x[out.test_rows, :3]), out.test_scores, atol=1e-5)
+
+
+def test_mcm_grid_probe_extractor_and_its_detector_network_agree(tmp_path):
+    """``probe:mcm-grid``: the MCM encoder's tokens pooled onto a 4 x 4 grid (16 x D features), needs a
+    checkpoint, and the detector file's ProbeNetwork rebuilds the same features from its kwargs."""
+    from au_lib.detect.file import ProbeNetwork
+    from au_lib.experiments.ablations import ablation_settings
+    from au_lib.experiments.methods import MCM_GRID, Method, make_extractor
+    from au_lib.models.mcm import MCM
+    from au_lib.train.engine import save_checkpoint
+
+    pre = ablation_settings("smoke").pretrain          # 32 px, 8 px patches: a 4 x 4 token map
+    torch.manual_seed(0)
+    ck = tmp_path / "mcm.pt"
+    save_checkpoint(ck, model=MCM(pre.model), epoch=0, step=0, config=pre.to_dict())
+    with pytest.raises(ValueError, match="needs a pre-trained checkpoint"):
+        Method.parse("probe:mcm-grid")
+    assert Method.parse("probe:mcm-grid", str(ck)).backbone == "mcm-grid"
+    ext = make_extractor("mcm-grid", image_size=32, checkpoint=str(ck))
+    x = torch.rand(3, 3, 32, 32)
+    with torch.no_grad():
+        f = ext(x)
+        assert f.shape == (3, MCM_GRID ** 2 * pre.model.embed_dim)
+        assert torch.allclose(f.view(3, pre.model.embed_dim, -1).mean(2), make_extractor("mcm", image_size=32, checkpoint=str(ck))(x), atol=1e-5)
+        net = ProbeNetwork("mcm-grid", {"config": ext.keep.cfg.to_dict(), "grid": MCM_GRID, "size": 32}, f.shape[1], 4)
+        net.extractor.load_state_dict(ext.keep.state_dict())
+        assert torch.allclose(net.features(x), f, atol=1e-6)

@@ -37,7 +37,7 @@ from torch import nn
 FORMAT = "au_lib.detector"
 VERSION = 1
 ARCHS = ("torchvision-resnet", "encoder-classifier", "probe")
-EXTRACTORS = ("pixels", "random-vit", "mcm", "tcae-au", "tcae-pose")
+EXTRACTORS = ("pixels", "random-vit", "mcm", "mcm-grid", "tcae-au", "tcae-pose")
 
 
 class DetectorFileError(ValueError):
@@ -110,7 +110,7 @@ class ProbeNetwork(nn.Module):
     """A frozen feature extractor and the linear probe trained on its features, as one network.
 
     ``extractor``: ``pixels`` (8x8 average-pooled pixels), ``random-vit`` (``{"image_size", "profile"}``),
-    ``mcm`` (``{"config": MCMConfig dict}``), ``tcae-au`` / ``tcae-pose`` (``{"config": TCAE config
+    ``mcm`` (``{"config": MCMConfig dict}``; ``mcm-grid`` also ``"grid"``, cells per side), ``tcae-au`` / ``tcae-pose`` (``{"config": TCAE config
     dict}``). Inputs whose size differs from ``extractor_kwargs["size"]`` are resized (bilinear,
     antialiased) as the protocol's extractor did. ``forward(x (B, 3, S, S)) -> (B, A)`` logits.
     """
@@ -130,7 +130,7 @@ class ProbeNetwork(nn.Module):
 
                 self.extractor = create_baseline("vit", int(extractor_kwargs["image_size"]),
                                                  profile=extractor_kwargs.get("profile"))
-            elif extractor == "mcm":
+            elif extractor in ("mcm", "mcm-grid"):
                 from au_lib.models.mcm import MCMConfig, MCMEncoder
 
                 self.extractor = MCMEncoder(MCMConfig.from_dict(extractor_kwargs["config"]))
@@ -138,6 +138,7 @@ class ProbeNetwork(nn.Module):
                 from au_lib.models.tcae import TCAE, TCAEConfig
 
                 self.extractor = TCAE(TCAEConfig.from_dict(extractor_kwargs["config"]))
+        self.grid = int(extractor_kwargs.get("grid", 1))
         self.probe = LinearProbe(dim, num_aus)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -146,8 +147,8 @@ class ProbeNetwork(nn.Module):
                                           antialias=True)
         if self.kind == "pixels":
             return nn.functional.adaptive_avg_pool2d(x, 8).flatten(1)
-        if self.kind == "mcm":
-            return self.extractor.forward_features(x)
+        if self.kind in ("mcm", "mcm-grid"):
+            return self.extractor.forward_features(x, grid=self.grid)
         if self.kind.startswith("tcae"):
             return self.extractor.encode(x)[0 if self.kind == "tcae-au" else 1]
         return self.extractor(x)

@@ -46,6 +46,10 @@ def network_record(model: nn.Module, method: Method, settings: ProtocolSettings,
             keep = ext
         elif keep is not None:
             kw["config"] = keep.cfg.to_dict()
+        if method.backbone == "mcm-grid":
+            from au_lib.experiments.methods import MCM_GRID
+
+            kw["grid"] = MCM_GRID
         kwargs = {"extractor": method.backbone, "extractor_kwargs": kw, "dim": int(model.fc.in_features),
                   "num_aus": num_aus}
         net = ProbeNetwork(method.backbone, kw, kwargs["dim"], num_aus)

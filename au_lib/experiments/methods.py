@@ -3,7 +3,8 @@
 
 - ``probe:<extractor>``: BatchNorm + Linear on frozen features. Extractors: ``pixels`` (8x8
   average-pooled pixels, no learning), ``random-vit`` (a frozen random ViT), ``mcm`` (the pre-trained
-  MCM encoder), ``tcae-au`` / ``tcae-pose`` (TCAE's two 256-d embeddings).
+  MCM encoder, mean-pooled tokens), ``mcm-grid`` (the same encoder's tokens pooled onto a 4 x 4 grid of
+  the face, :data:`MCM_GRID`), ``tcae-au`` / ``tcae-pose`` (TCAE's two 256-d embeddings).
 - ``scratch:resnet18`` / ``scratch:vit``: supervised baselines from random initialisation.
 - ``finetune:mcm`` / ``finetune:mcm:fusion``: the MCM encoder fine-tuned on RGB, or on the fused
   modalities (the mean of the encoder's features over a set of channel-mixing subsets).
@@ -23,7 +24,9 @@ if TYPE_CHECKING:
     from au_lib.experiments.protocol import ProtocolSettings
 
 
-EXTRACTORS = ("pixels", "random-vit", "mcm", "tcae-au", "tcae-pose")
+EXTRACTORS = ("pixels", "random-vit", "mcm", "mcm-grid", "tcae-au", "tcae-pose")
+MCM_GRID = 4
+"""Cells per side of the ``mcm-grid`` probe's token grid (:meth:`au_lib.models.mcm.MCMEncoder.forward_features`)."""
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,7 @@ class Method:
             raise ValueError(f"method {text!r}: modality must be rgb or fusion")
         if modality == "fusion" and kind != "finetune":
             raise ValueError(f"method {text!r}: fusion applies to finetune:mcm only")
-        if backbone in ("mcm", "tcae-au", "tcae-pose") and checkpoint is None:
+        if backbone in ("mcm", "mcm-grid", "tcae-au", "tcae-pose") and checkpoint is None:
             raise ValueError(f"method {text!r} needs a pre-trained checkpoint (--checkpoint)")
         return cls(kind, backbone, modality, None if checkpoint is None else str(checkpoint))
 
@@ -99,10 +102,12 @@ def make_extractor(name: str, *, image_size: int, checkpoint: str | None = None,
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)  # timm initialises from the global RNG; fork keeps it untouched
             return create_baseline("vit", image_size, profile=profile).eval()
-    if name == "mcm":
+    if name in ("mcm", "mcm-grid"):
         from au_lib.models.mcm import load_pretrained_encoder
 
         enc = load_pretrained_encoder(checkpoint).eval()
+        if name == "mcm-grid":
+            return _Features(lambda x: enc.forward_features(x, grid=MCM_GRID), keep=enc, size=enc.cfg.img_size)
         return _Features(enc.forward_features, keep=enc, size=enc.cfg.img_size)
     if name in ("tcae-au", "tcae-pose"):
         from au_lib.models.tcae import load_tcae
