@@ -30,7 +30,7 @@ import torch
 
 def main() -> None:
     from au_lib.cache import cache_root
-    from au_lib.experiments.ablations import _initial_checkpoint
+    from au_lib.experiments.ablations import initial_checkpoint
     from au_lib.experiments.methods import Method
     from au_lib.experiments.protocol import load_table, protocol_settings, run_protocol
     from au_lib.experiments.analysis import all_present_f1
@@ -53,7 +53,7 @@ def main() -> None:
         cfg = resolve_config(prof)
         ckpt, run = pretrained_mcm(prof)
         run_dir = root / f"mcm-{prof}-chapter"
-        _initial_checkpoint(cfg, run_dir / "epoch_0000.pt")
+        initial_checkpoint(cfg, run_dir / "epoch_0000.pt")
         args.epochs = run["extra"]["epochs_done"]
         ds = open_pretrain_dataset("synthau", cfg, prof)
         res = SimpleNamespace(checkpoint=ckpt)
@@ -63,7 +63,7 @@ def main() -> None:
         t0 = time.time()
         ds = open_pretrain_dataset("synthau", cfg, prof)
         print(f"pre-training pool: {len(ds)} frames (opened in {time.time() - t0:.0f} s)", flush=True)
-        _initial_checkpoint(cfg, run_dir / "epoch_0000.pt")
+        initial_checkpoint(cfg, run_dir / "epoch_0000.pt")
         t0 = time.time()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)

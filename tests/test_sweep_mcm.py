@@ -164,3 +164,19 @@ def test_all_present_baseline_is_scored_on_the_sweeps_test_sets(tiny):
     # one partition only: the same three folds for every seed
     same = abl.all_present_baseline(dataclasses.replace(s, resplit=False), "smoke")
     assert same["mean"] == pytest.approx(np.mean(runs[:3]), abs=1e-6)
+
+
+def test_initial_mcm_is_the_pretraining_start_written_once(tmp_path, monkeypatch):
+    from au_lib.experiments.pretrained import initial_mcm
+    from au_lib.models.mcm import MCM, load_pretrained_encoder
+    from au_lib.train.pretrain import resolve_config
+
+    monkeypatch.setenv("AU_CACHE", str(tmp_path))
+    path = initial_mcm("smoke")
+    assert path == tmp_path / "mcm" / "smoke-init" / "epoch_0000.pt" and path.is_file()
+    cfg = resolve_config("smoke")
+    want = MCM(cfg.model, seed=cfg.seed).encoder.state_dict()
+    got = load_pretrained_encoder(path).state_dict()
+    assert all(torch.equal(got[k], want[k]) for k in want)
+    stamp = path.stat().st_mtime_ns
+    assert initial_mcm("smoke") == path and path.stat().st_mtime_ns == stamp  # reused, not rewritten

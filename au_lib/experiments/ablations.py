@@ -260,17 +260,16 @@ def cache_dir() -> Path:
     return cache_root()
 
 
-def _initial_checkpoint(cfg: PretrainConfig, path: Path) -> None:
-    """Epoch 0: the weights :func:`au_lib.train.pretrain.pretrain` starts from (same seed, same draw)."""
+def initial_checkpoint(cfg: PretrainConfig, path: Path) -> None:
+    """Epoch 0: write the weights :func:`au_lib.train.pretrain.pretrain` starts from (``MCM(cfg.model,
+    seed=cfg.seed)``, the same draw) to ``path`` as a training checkpoint, unless a valid one is there."""
     from au_lib.cache import load_cached_torch
     from au_lib.models.mcm import MCM
     from au_lib.train.engine import save_checkpoint
 
     if load_cached_torch(path, what="sweep checkpoint", check=_checkpoint_at(0)) is not None:
         return
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        model = MCM(cfg.model)
+    model = MCM(cfg.model, seed=cfg.seed)
     save_checkpoint(path, model=model, epoch=0, step=0, config=cfg.to_dict())
 
 
@@ -327,7 +326,7 @@ class MCMPretrain:
         work.mkdir(parents=True, exist_ok=True)
         out: dict[int, Checkpoint] = {}
         if 0 in run.epochs:
-            _initial_checkpoint(cfg, work / "epoch_0000.pt")
+            initial_checkpoint(cfg, work / "epoch_0000.pt")
             out[0] = Checkpoint(work / "epoch_0000.pt", {"epoch": 0})
         wanted = [e for e in run.epochs if e > 0]
         if wanted:
@@ -558,7 +557,7 @@ def curve(rows: Sequence[dict], x: str) -> dict[str, np.ndarray]:
             "n_folds": np.array([len(r["metrics"]["per_fold_mean"]) for r in rows])}
 
 
-__all__ = ["all_present_baseline", "AblationSettings", "ABLATION_PROFILES", "ablation_settings", "paper_epoch", "sweep_points",
+__all__ = ["all_present_baseline", "initial_checkpoint", "AblationSettings", "ABLATION_PROFILES", "ablation_settings", "paper_epoch", "sweep_points",
            "all_points", "select", "MCMPretrain", "MCMEvaluate", "heldout_reconstruction", "run_ablations",
            "default_dirs", "curve", "SWEEPS"]
 

@@ -32,6 +32,19 @@ def pretrained_mcm(profile: str | None = None, progress: bool = False) -> tuple[
     return Path(run["path"]).parent / run["extra"]["checkpoint"], run
 
 
+def initial_mcm(profile: str | None = None) -> Path:
+    """The weights ``profile``'s MCM pre-training starts from, as an encoder checkpoint
+    (``<cache>/mcm/<profile>-init/epoch_0000.pt``, written once): the "randomly initialised encoder"
+    that a probe or fine-tuning of :func:`pretrained_mcm`'s encoder is compared with."""
+    from au_lib.experiments.ablations import initial_checkpoint
+    from au_lib.train.pretrain import resolve_config
+
+    profile = profile or current_profile()
+    path = cache_dir("mcm", f"{profile}-init") / "epoch_0000.pt"
+    initial_checkpoint(resolve_config(profile), path)
+    return path
+
+
 def pretrained_tcae(profile: str | None = None, progress: bool = False) -> tuple[Path, dict]:
     """A trained TCAE checkpoint for ``profile`` and a description of where it came from.
 
