@@ -270,3 +270,19 @@ def test_paired_difference_verdicts_on_known_runs():
     assert v["verdict"] == "inconclusive" and v["interval"][0] < 0 < v["interval"][1]
     with pytest.raises(ValueError, match="same runs"):
         A.paired_difference(res([0.5, 0.6]), res([0.5, 0.6, 0.7]))
+
+
+def test_result_path_tag_keeps_two_checkpoints_of_one_method_apart(tmp_path, monkeypatch):
+    """Without a tag, a probe of a pre-trained encoder and of its initial weights would share one file
+    (each run overwriting the other); the tag names them apart and both are reused afterwards."""
+    m = P.Method("probe", "pixels")
+    a = P.result_path("synthau", {"view": "bp4d"}, m, "cpu", root=tmp_path)
+    b = P.result_path("synthau", {"view": "bp4d"}, m, "cpu", root=tmp_path, tag="init")
+    assert a.name == "synthau-bp4d-probe_pixels.json" and b.name == "synthau-bp4d-probe_pixels-init.json"
+    monkeypatch.setenv("AU_CACHE", str(tmp_path))
+    monkeypatch.setitem(registry.DATASET_MODULES, "fakeau", "_fake_au")
+    s = settings(report_test_tuned=False)
+    kw = dict(profile="smoke", settings=s, device="cpu", progress=False)
+    r1 = P.run_protocol("probe:pixels", "fakeau", {}, **kw)
+    r2 = P.run_protocol("probe:pixels", "fakeau", {}, tag="init", **kw)
+    assert Path(r1["path"]).name == "fakeau-probe_pixels.json" and Path(r2["path"]).name == "fakeau-probe_pixels-init.json"

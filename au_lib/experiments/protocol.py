@@ -346,10 +346,12 @@ def aggregate(outcomes: Sequence[FoldOutcome], aus: Sequence[int]) -> dict:
     return out
 
 
-def result_path(dataset: str, dataset_options: dict, method: Method, profile: str, root: Path | None = None) -> Path:
-    """Default result file: ``<cache>/results/detection/<profile>/<dataset>[-<view>]-<method>.json``."""
+def result_path(dataset: str, dataset_options: dict, method: Method, profile: str, root: Path | None = None,
+                tag: str | None = None) -> Path:
+    """Default result file: ``<cache>/results/detection/<profile>/<dataset>[-<view>]-<method>[-<tag>].json``
+    (``tag`` tells apart runs of one method with different checkpoints, e.g. ``init``)."""
     view = dataset_options.get("view")
-    stem = f"{dataset}{'-' + str(view) if view else ''}-{method.name.replace(':', '_')}"
+    stem = f"{dataset}{'-' + str(view) if view else ''}-{method.name.replace(':', '_')}{'-' + tag if tag else ''}"
     return (root or cache_dir() / "results" / "detection" / profile) / f"{stem}.json"
 
 
@@ -357,8 +359,11 @@ def run_protocol(method: Method | str, dataset: str = "synthau", dataset_options
                  checkpoint: str | None = None, profile: str | None = None, settings: ProtocolSettings | None = None,
                  out: str | Path | None = None, device: torch.device | str | None = None,
                  progress: bool = True, reuse: bool = True, folds: Sequence[Fold] | None = None,
-                 save_detector: str | Path | None = None) -> dict:
+                 save_detector: str | Path | None = None, tag: str | None = None) -> dict:
     """Run the whole protocol for ``method`` on ``dataset`` and write a result file; return it loaded.
+
+    The file is ``out``, else :func:`result_path` (with ``tag`` in its name: one method run from two
+    checkpoints, such as a pre-trained encoder and its initial weights, needs two tags or two files).
 
     Re-running with the same config returns the stored result (:func:`au_lib.results.reusable`).
     Test-fold predictions are saved beside it (``.preds.npz``) for error analysis. ``save_detector``:
@@ -379,7 +384,7 @@ def run_protocol(method: Method | str, dataset: str = "synthau", dataset_options
     config = {"task": "au-detection", "method": m.name, "checkpoint_sha": checkpoint_sha(m.checkpoint),
               "dataset": dataset, "dataset_options": dataset_options, "data": fingerprint, "profile": profile,
               "settings": asdict(settings), "folds": [asdict(f) for f in folds]}
-    path = Path(out) if out is not None else result_path(dataset, dataset_options, m, profile)
+    path = Path(out) if out is not None else result_path(dataset, dataset_options, m, profile, tag=tag)
     preds_path = path.with_suffix(".preds.npz")
     if reuse and (hit := reusable(path, config)) is not None and preds_path.exists() and (
             save_detector is None or Path(save_detector).is_file()):
