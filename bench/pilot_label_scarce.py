@@ -12,7 +12,7 @@ the encoders' tokens pooled onto a 4 x 4 grid of the face (``probe:mcm-grid``) i
 Pre-trains the ``cpu`` MCM (:data:`au_lib.train.pretrain.PRETRAIN_PROFILES`, augmentation on) for
 ``--epochs`` on the whole SynthAU pre-training pool into ``<cache>/pilot14/``, keeps its initial
 weights as ``epoch_0000.pt``, then runs the ``cpu`` protocol's linear probe (``probe:mcm``) on both
-checkpoints and the pixel probe on the BP4D-like view, at each label fraction (``label_fraction``:
+checkpoints and the pixel probe on the BP4D-like view (``--view disfa``: the DISFA-like one), at each label fraction (``label_fraction``:
 seeded subject-exclusive subsets of each fold's training subjects), and prints mean F1 (%) with the
 spread over folds and seeds, and the all-present baseline on the same test frames. Synthetic data.
 """
@@ -43,6 +43,7 @@ def main() -> None:
     ap.add_argument("--profile", default="cpu")
     ap.add_argument("--chapter-run", action="store_true", help="probe the MCM chapter's run instead of a pilot run")
     ap.add_argument("--grid", action="store_true", help="probe a 4 x 4 grid of pooled tokens (probe:mcm-grid)")
+    ap.add_argument("--view", default="bp4d", choices=("bp4d", "disfa"), help="SynthAU view to probe (default bp4d)")
     args = ap.parse_args()
 
     root = cache_root() / "pilot14"
@@ -77,13 +78,13 @@ def main() -> None:
                f"probe:{mcm} at init": Method("probe", mcm, checkpoint=str(run_dir / "epoch_0000.pt")),
                "probe:pixels": Method("probe", "pixels")}
     out: dict = {"profile": prof, "epochs": args.epochs, "pool": len(ds), "rows": []}
-    table = load_table("synthau", {"view": "bp4d"}, ("rgb",), base.image_size, prof, base.max_frames_per_subject)
+    table = load_table("synthau", {"view": args.view}, ("rgb",), base.image_size, prof, base.max_frames_per_subject)
     for frac in args.fractions:
         s = replace(base, label_fraction=None if frac >= 1 else frac)
         for label, m in methods.items():
             t0 = time.time()
-            r = run_protocol(m, "synthau", {"view": "bp4d"}, profile=prof, settings=s, device="cpu", progress=False,
-                             out=root / "results" / f"{prof}-{run_dir.name}-f{frac:g}-{label.replace(' ', '_').replace(':', '_')}.json")
+            r = run_protocol(m, "synthau", {"view": args.view}, profile=prof, settings=s, device="cpu", progress=False,
+                             out=root / "results" / f"{prof}-{args.view}-{run_dir.name}-f{frac:g}-{label.replace(' ', '_').replace(':', '_')}.json")
             h = r["metrics"]["honest"]
             row = {"fraction": frac, "method": label, "mean_f1": round(100 * h["mean"], 2),
                    "std_over_folds": round(100 * h["std_over_folds"], 2),
@@ -94,7 +95,7 @@ def main() -> None:
     out["all_present"] = round(100 * all_present_f1(table, r), 2)  # same test frames in every run
     print(json.dumps({"all_present_mean_f1": out["all_present"]}))
     (root / "results").mkdir(parents=True, exist_ok=True)
-    (root / "results" / f"summary-{prof}-e{args.epochs}{'-grid' if args.grid else ''}.json").write_text(json.dumps(out, indent=1))
+    (root / "results" / f"summary-{prof}-{args.view}-e{args.epochs}{'-grid' if args.grid else ''}.json").write_text(json.dumps(out, indent=1))
 
 
 if __name__ == "__main__":
