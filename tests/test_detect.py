@@ -297,7 +297,8 @@ def test_mcm_grid_probe_extractor_and_its_detector_network_agree(tmp_path):
     with torch.no_grad():
         f = ext(x)
         assert f.shape == (3, MCM_GRID ** 2 * pre.model.embed_dim)
-        assert torch.allclose(f.view(3, pre.model.embed_dim, -1).mean(2), make_extractor("mcm", image_size=32, checkpoint=str(ck))(x), atol=1e-5)
+        mean_pooled = make_extractor("mcm", image_size=32, checkpoint=str(ck))(x)
+        assert torch.allclose(f.view(3, pre.model.embed_dim, -1).mean(2), mean_pooled, atol=1e-5)
         net = ProbeNetwork("mcm-grid", {"config": ext.keep.cfg.to_dict(), "grid": MCM_GRID, "size": 32}, f.shape[1], 4)
         net.extractor.load_state_dict(ext.keep.state_dict())
         assert torch.allclose(net.features(x), f, atol=1e-6)

@@ -110,9 +110,9 @@ class ProbeNetwork(nn.Module):
     """A frozen feature extractor and the linear probe trained on its features, as one network.
 
     ``extractor``: ``pixels`` (8x8 average-pooled pixels), ``random-vit`` (``{"image_size", "profile"}``),
-    ``mcm`` (``{"config": MCMConfig dict}``; ``mcm-grid`` also ``"grid"``, cells per side), ``tcae-au`` / ``tcae-pose`` (``{"config": TCAE config
-    dict}``). Inputs whose size differs from ``extractor_kwargs["size"]`` are resized (bilinear,
-    antialiased) as the protocol's extractor did. ``forward(x (B, 3, S, S)) -> (B, A)`` logits.
+    ``mcm`` (``{"config": MCMConfig dict}``; ``mcm-grid`` also ``"grid"``, cells per side), ``tcae-au`` /
+    ``tcae-pose`` (``{"config": TCAE config dict}``). Inputs whose size differs from
+    ``extractor_kwargs["size"]`` are resized (bilinear, antialiased) as the protocol's extractor did. ``forward(x (B, 3, S, S)) -> (B, A)`` logits.
     """
 
     def __init__(self, extractor: str, extractor_kwargs: dict, dim: int, num_aus: int) -> None:

@@ -133,7 +133,7 @@ ABLATION_PROFILES: dict[str, AblationSettings] = {
     # "every AU present" baseline (48.4), while the 4 x 4 grid scored 56.9 (initial weights) and 56.4
     # (epoch 10), standard error 0.4-0.5 (pilot, 9 runs each; a 2 x 2 grid stayed at 48.4-48.7).
     # Measured cost of the 19 points (1 thread, the other core busy): pre-training 7 min over the 8
-    # runs, scoring 20 min (the fused points about twice the RGB ones).
+    # runs, scoring 21 min (the fused points about twice the RGB ones).
     "cpu": AblationSettings(
         pretrain=PretrainConfig(model=_CPU_MODEL, epochs=10, batch_size=32, blr=8e-3, warmup_epochs=1,
                                 num_samples=1024),
@@ -557,9 +557,9 @@ def curve(rows: Sequence[dict], x: str) -> dict[str, np.ndarray]:
             "n_folds": np.array([len(r["metrics"]["per_fold_mean"]) for r in rows])}
 
 
-__all__ = ["all_present_baseline", "initial_checkpoint", "AblationSettings", "ABLATION_PROFILES", "ablation_settings", "paper_epoch", "sweep_points",
+__all__ = ["AblationSettings", "ABLATION_PROFILES", "ablation_settings", "paper_epoch", "sweep_points",
            "all_points", "select", "MCMPretrain", "MCMEvaluate", "heldout_reconstruction", "run_ablations",
-           "default_dirs", "curve", "SWEEPS"]
+           "default_dirs", "curve", "SWEEPS", "all_present_baseline", "initial_checkpoint"]
 
 
 # ------------------------------------------------------------------------ the paper's claims
