@@ -142,6 +142,24 @@ def test_loss_weights_ratio_and_switches():
     terms["total"].backward()
 
 
+def test_add_composition_sums_the_fields_and_warps_once():
+    torch.manual_seed(0)
+    m = TCAE(replace(tcae_config("smoke"), composition="add", zero_init_flow=False)).eval()
+    src, tgt = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    out = m(src, tgt)
+    assert out.disp_au.abs().max() > 0.1 and out.disp_pose.abs().max() > 0.1
+    torch.testing.assert_close(out.disp, out.disp_au + out.disp_pose)
+    torch.testing.assert_close(out.attention, torch.ones(2, 2, 32, 32))  # both fields count in full
+    torch.testing.assert_close(out.recon, warp(src, out.disp_au + out.disp_pose, padding_mode="border"))
+    # the mix of the same model differs: a convex combination is not the sum
+    mixed = TCAE(replace(m.cfg, composition="mix")).eval()
+    mixed.load_state_dict(m.state_dict())
+    assert not torch.allclose(mixed(src, tgt).disp, out.disp)
+    assert PAPER_SETTINGS["composition"] == "mix" == tcae_config("paper").composition
+    with pytest.raises(ValueError, match="composition must be 'mix' or 'add'"):
+        replace(tcae_config("smoke"), composition="sum")
+
+
 def test_jitter_translates_independently():
     cfg = train_config("smoke", jitter="independent")
     img = torch.rand(4, 3, 32, 32)

@@ -60,6 +60,8 @@ import torch.nn as nn
 from au_lib.profiles import pick
 
 EMBED_DIM = 256
+ROBUST_POWER, ROBUST_EPS = 0.2, 1e-6
+"""The robust photometric penalty ``(r^2 + eps)^power`` (``photometric="robust"``)."""
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,8 @@ class TCAEConfig:
     embedding_loss: str = "l2"       # "l2" (paper, code) | "scaled" (divided by the code's batch variance)
     pose_first: bool = False         # while the other terms are off (aux_scale 0) rebuild the target with tau_P alone
                                      # (head motion goes to the pose branch before the AU branch can take it)
+    composition: str = "mix"         # "mix" (paper: per-pixel softmax mix of tau_A and tau_P) | "add" (tau_A + tau_P)
+    photometric: str = "l1"          # "l1" (paper, code) | "robust": (r^2 + 1e-6)^0.2 per pixel (reconstruction, cycles)
     padding_mode: str = "border"     # the code clamps the grid to [-1, 1]: border sampling
     weights: TCAELossWeights = field(default_factory=TCAELossWeights)
 
@@ -116,6 +120,10 @@ class TCAEConfig:
                 raise ValueError(f"TCAEConfig: curriculum window must satisfy 0 <= lo < hi <= 1, got {self.curriculum}")
         if self.encoder_calls not in ("batched", "separate"):
             raise ValueError(f"TCAEConfig: encoder_calls must be 'batched' or 'separate', got {self.encoder_calls!r}")
+        if self.composition not in ("mix", "add"):
+            raise ValueError(f"TCAEConfig: composition must be 'mix' or 'add', got {self.composition!r}")
+        if self.photometric not in ("l1", "robust"):
+            raise ValueError(f"TCAEConfig: photometric must be 'l1' or 'robust', got {self.photometric!r}")
         if self.embedding_loss not in ("l2", "scaled"):
             raise ValueError(f"TCAEConfig: embedding_loss must be 'l2' or 'scaled', got {self.embedding_loss!r}")
         if not self.max_displacement > 0:
@@ -156,7 +164,7 @@ TCAE_PROFILES: dict[str, TCAEConfig] = {
 }
 
 PAPER_SETTINGS: dict[str, object] = {"max_displacement": 1.0, "zero_init_flow": False, "embedding_loss": "l2",
-                                   "pose_first": False}
+                                   "pose_first": False, "composition": "mix", "photometric": "l1"}
 """The paper's (and the code's) values of the settings the ``cpu`` profile changes to make a small model learn."""
 
 OFFICIAL_SWITCHES: dict[str, object] = {"attention": "tanh_softmax", "detach_cycle_input": True,
@@ -278,9 +286,14 @@ class TCAE(nn.Module):
 
     def mix(self, disp_au: torch.Tensor, logit_au: torch.Tensor, disp_pose: torch.Tensor,
             logit_pose: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-pixel softmax mix of the two displacements -> ``(disp[B,2,H,W], weights[B,2,H,W])``."""
+        """The overall displacement -> ``(disp[B,2,H,W], weights[B,2,H,W])``: the paper's per-pixel softmax
+        mix of the two fields (``composition="mix"``), or their sum (``"add"``: both weights 1, the
+        attention logits unused)."""
         from au_lib.ops.warp import mix_displacements
 
+        if self.cfg.composition == "add":
+            ones = torch.ones_like(logit_au)
+            return disp_au + disp_pose, torch.cat([ones, ones], 1)
         if self.cfg.attention == "tanh_softmax":
             logit_au, logit_pose = torch.tanh(logit_au), torch.tanh(logit_pose)
         return mix_displacements(disp_au, disp_pose, logit_au, logit_pose)
@@ -339,6 +352,17 @@ class TCAE(nn.Module):
         dy = ys - (ys - disp_au[:, 1].float()).clamp(0, H - 1)
         return ((dx * (2.0 / (W - 1))).abs() + (dy * (2.0 / (H - 1))).abs()).flatten(1).mean(1) / 2
 
+    def photometric_error(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Per-sample photometric error of two images ``B x C x H x W`` -> ``[B]``: the mean absolute
+        difference (``photometric="l1"``, the paper's), or the mean of the robust penalty
+        ``(r^2 + 1e-6)^0.2`` (``"robust"``, the generalised Charbonnier of optical-flow work): it grows
+        much more slowly than ``|r|`` for large residuals, so pixels no warp can explain (the background
+        uncovered as the head moves, edges of the frame) pull the fields less than the face does."""
+        r = a.float() - b.float()
+        if self.cfg.photometric == "robust":
+            return (r * r + ROBUST_EPS).pow(ROBUST_POWER).flatten(1).mean(1)
+        return r.abs().flatten(1).mean(1)
+
     def _code_distance(self, a: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
         """Per-sample squared L2 between codes, mean over dims (``embedding_loss="l2"``), or divided by
         the detached batch variance of ``ref`` (``"scaled"``: shrinking every code cannot lower it)."""
@@ -348,7 +372,8 @@ class TCAE(nn.Module):
         return d
 
     def losses(self, source: torch.Tensor, target: torch.Tensor,
-               curriculum: tuple[float, float] | None = None, aux_scale: float = 1.0) -> dict[str, torch.Tensor]:
+               curriculum: tuple[float, float] | None = None, aux_scale: float = 1.0,
+               pose_only: bool | None = None) -> dict[str, torch.Tensor]:
         """All TCAE loss terms (per-batch means) and their weighted ``total``.
 
         Terms: ``recon`` |T - warp(S, tau)|_1; ``emb_*`` squared-L2 embedding consistency (AU-changed
@@ -358,19 +383,20 @@ class TCAE(nn.Module):
         ``curriculum`` (default: the configuration's) is the window ``(lo, hi)`` of samples, ranked
         per term, that each term averages over (the code's ``sort()[int(lo B):int(hi B)]``).
         ``aux_scale`` multiplies the weight of every term but the reconstruction (a warm-up; 1 = the
-        configured weights); while it is 0, ``pose_first`` rebuilds the target with the pose field alone.
+        configured weights); while it is 0, ``pose_first`` rebuilds the target with the pose field alone
+        (``pose_only`` True/False overrides that rule; the training loop's ``pose_warmup`` uses it).
         """
         cfg, w = self.cfg, self.cfg.weights
-        out = self.forward(source, target, pose_only=cfg.pose_first and aux_scale == 0)
+        if pose_only is None:
+            pose_only = cfg.pose_first and aux_scale == 0
+        out = self.forward(source, target, pose_only=pose_only)
         e = out.emb
         c = self._encode_changed(out)
         dist = self._code_distance
 
-        def l1(a, b):
-            return (a.float() - b.float()).abs().flatten(1).mean(1)
-
+        photo = self.photometric_error
         terms = {
-            "recon": l1(out.recon, target),
+            "recon": photo(out.recon, target),
             "emb_au_img_au": dist(c["phi_A"], e["phi_t"]),
             "emb_au_img_pose": dist(c["psi_A"], e["psi_s"]),
             "emb_pose_img_pose": dist(c["psi_P"], e["psi_t"]),
@@ -383,8 +409,8 @@ class TCAE(nn.Module):
         src_P = out.pose_changed.detach() if cfg.detach_cycle_input else out.pose_changed
         B = source.shape[0]
         back = self.warp(torch.cat([src_A, src_P]), torch.cat([back_au, back_pose]))
-        terms["cycle_au"] = l1(back[:B], source)
-        terms["cycle_pose"] = l1(back[B:], source)
+        terms["cycle_au"] = photo(back[:B], source)
+        terms["cycle_pose"] = photo(back[B:], source)
         terms["sparsity"] = self.sparsity(out.disp_au)
         if cfg.output_consistency:
             terms["out_au"] = dist(c["phi_R"], e["phi_t"])

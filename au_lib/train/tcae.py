@@ -69,6 +69,8 @@ class TCAETrainConfig:
     amp: bool | str = True          # True: bf16 on CUDA only; "bf16" also on CPU; "fp16"; False
     pool_pairs: int | None = None   # SynthAU: render this many pairs once and cache them (CPU budgets); None: stream
     aux_warmup: int = 0             # updates of reconstruction only, then the other terms ramp in over as many
+    pose_warmup: int | None = None  # with the model's pose_first: updates that rebuild the target with the pose
+                                    # field alone (None: all of aux_warmup); after it both fields rebuild it
     schedule: str = "none"          # "none" (constant lr) | "cosine" | "official" (curriculum + plateau)
     warmup_steps: int = 0           # "cosine": linear warm-up updates
     validate_every: int = 0         # updates per validation ("official": the code's epoch); 0: never
@@ -88,6 +90,8 @@ class TCAETrainConfig:
             raise ValueError(f"TCAETrainConfig: jitter must be 'independent', 'shared' or 'off', got {self.jitter!r}")
         if self.schedule not in ("none", "cosine", "official"):
             raise ValueError(f"TCAETrainConfig: schedule must be 'none', 'cosine' or 'official', got {self.schedule!r}")
+        if self.pose_warmup is not None and self.pose_warmup < 0:
+            raise ValueError(f"TCAETrainConfig: pose_warmup must be >= 0 or None, got {self.pose_warmup}")
         if self.schedule == "official" and (self.validate_every < 1 or self.val_pairs < 1):
             raise ValueError("TCAETrainConfig: schedule='official' needs validate_every >= 1 and val_pairs >= 1")
         lo, hi = self.crop_range
@@ -314,8 +318,9 @@ class _LossModule(nn.Module):
         self.model = model
 
     def forward(self, source: torch.Tensor, target: torch.Tensor,
-                curriculum: tuple[float, float] | None = None, aux_scale: float = 1.0) -> dict:
-        return self.model.losses(source, target, curriculum, aux_scale)
+                curriculum: tuple[float, float] | None = None, aux_scale: float = 1.0,
+                pose_only: bool | None = None) -> dict:
+        return self.model.losses(source, target, curriculum, aux_scale, pose_only)
 
 
 def tcae_step(cfg: TCAETrainConfig, device: torch.device, window: "OfficialSchedule | None" = None):
@@ -329,7 +334,7 @@ def tcae_step(cfg: TCAETrainConfig, device: torch.device, window: "OfficialSched
         src = batch["source"].to(device, non_blocking=True)
         tgt = batch["target"].to(device, non_blocking=True)
         src, tgt = jitter_pairs(src, tgt, cfg, engine.step_generator(cfg.seed, step, rank))
-        terms = model(src, tgt, window.window if window is not None else None, aux_scale(cfg, step))
+        terms = model(src, tgt, window.window if window is not None else None, aux_scale(cfg, step), pose_only(cfg, step))
         return {"loss": terms["total"], **terms}
     return step_fn
 
@@ -342,6 +347,16 @@ def aux_scale(cfg: TCAETrainConfig, step: int) -> float:
     if w <= 0:
         return 1.0
     return float(min(1.0, max(0.0, (step - w) / w)))
+
+
+def pose_only(cfg: TCAETrainConfig, step: int) -> bool | None:
+    """Whether update ``step`` rebuilds the target with the pose field alone: ``None`` (the model's rule:
+    ``pose_first`` while ``aux_scale`` is 0) unless ``pose_warmup`` is set, then ``pose_first`` for the
+    first ``pose_warmup`` updates (after which both fields rebuild it, the other terms still off until
+    ``aux_warmup``)."""
+    if cfg.pose_warmup is None:
+        return None
+    return bool(cfg.model.pose_first and step < cfg.pose_warmup)
 
 
 class OfficialSchedule:
