@@ -142,6 +142,41 @@ def plot_disentanglement(rows: Sequence[Mapping[str, float]], title: str = ""):
     return fig
 
 
+def plot_setting_effects(reference: Mapping[str, float], effects: Mapping[str, Mapping[str, float]],
+                         targets: Mapping[str, float] | None = None, title: str = ""):
+    """Each branch's end-point error as a share of the all-zero field's, for the profile's own run
+    (``reference``: :func:`~au_lib.experiments.disentanglement.disentanglement_metrics` output) and for
+    each run with one setting back at the paper's value (``effects``: ``{setting: metrics}``), as
+    horizontal bars beside the learning bar (``targets``, default
+    :data:`~au_lib.experiments.disentanglement.TARGETS`) and the zero field (1.0)."""
+    import matplotlib.pyplot as plt
+
+    from au_lib.experiments.disentanglement import TARGETS
+
+    targets = dict(targets or TARGETS)
+    rows = [("profile as is", reference)] + [(f"paper's {k}", m) for k, m in effects.items()]
+    fig, axes = plt.subplots(1, len(targets), figsize=(4.2 * len(targets), 0.45 * len(rows) + 1.2), sharey=True,
+                             squeeze=False)
+    y = np.arange(len(rows))[::-1]
+    for ax, (key, bound) in zip(axes[0], targets.items()):
+        ratios = [m[key] / max(m[f"{key}_zero"], 1e-12) for _, m in rows]
+        colours = ["tab:green" if r <= bound else "tab:gray" for r in ratios]
+        colours[0] = "tab:blue" if ratios[0] > bound else "tab:green"
+        ax.barh(y, ratios, color=colours)
+        for yi, r in zip(y, ratios):
+            ax.text(r + 0.02, yi, f"{r:.2f}", va="center", fontsize=7)
+        ax.axvline(bound, color="k", ls="--", lw=0.8, label=f"bar ({bound:g})")
+        ax.axvline(1.0, color="tab:red", ls=":", lw=0.8, label="zero field")
+        ax.set_xlabel(f"{key.replace('epe_', '')} field EPE / zero field's")
+        ax.set_xlim(0, max(1.2, max(ratios) + 0.25))
+        ax.legend(fontsize=7, loc="lower right")
+    axes[0][0].set_yticks(y, [r[0] for r in rows], fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def explorer(model, dataset, subjects: Sequence[str] | None = None, frame_key: str = "rgb"):
     """An ipywidgets explorer: pick a subject, a source frame and a target frame; shows the
     source, target, AU-changed, pose-changed images and both displacements.
@@ -178,4 +213,4 @@ def explorer(model, dataset, subjects: Sequence[str] | None = None, frame_key: s
     return w.VBox([w.HBox([subj, src, tgt]), out])
 
 
-__all__ = ["predict_pairs", "plot_transforms", "plot_training", "plot_disentanglement", "explorer"]
+__all__ = ["predict_pairs", "plot_transforms", "plot_training", "plot_disentanglement", "plot_setting_effects", "explorer"]
