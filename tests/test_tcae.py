@@ -34,8 +34,9 @@ def test_shapes_and_encode(smoke_model):
         assert getattr(out, name).shape == (3, 2, 32, 32), name
     for name in ("recon", "au_changed", "pose_changed"):
         assert getattr(out, name).shape == (3, 3, 32, 32), name
+    # the paper's composition: the mix is a per-pixel convex combination of the two branches
+    out = TCAE(replace(smoke_model.cfg, composition="mix", zero_init_flow=False))(x, y)
     torch.testing.assert_close(out.attention.sum(1), torch.ones(3, 32, 32))
-    # the mix is a per-pixel convex combination of the two branches
     mixed = out.attention[:, :1] * out.disp_au + out.attention[:, 1:] * out.disp_pose
     torch.testing.assert_close(out.disp, mixed)
     # displacement bound: tanh * max_displacement in normalised units = (W-1)/2 px
@@ -98,7 +99,7 @@ class _FixedDecoder(torch.nn.Module):
 
 
 def test_cycle_losses_vanish_for_exact_inverse_warps():
-    model = TCAE(replace(tcae_config("smoke"), padding_mode="zeros")).eval()
+    model = TCAE(replace(tcae_config("smoke"), padding_mode="zeros", photometric="l1")).eval()
     d_au = torch.zeros(1, 2, 32, 32)
     d_au[:, 0, 10:20, 10:20] = 2.0                    # integer shifts: bilinear weights are exactly 0/1
     d_pose = torch.zeros(1, 2, 32, 32)
@@ -115,7 +116,7 @@ def test_cycle_losses_vanish_for_exact_inverse_warps():
 
 
 def test_cycle_losses_vanish_for_global_inverse_pair():
-    model = TCAE(replace(tcae_config("smoke"), padding_mode="zeros")).eval()
+    model = TCAE(replace(tcae_config("smoke"), padding_mode="zeros", photometric="l1")).eval()
     d = torch.zeros(1, 2, 32, 32)
     d[:, 0], d[:, 1] = -2.0, 1.0
     model.au_decoder, model.pose_decoder = _FixedDecoder(d), _FixedDecoder(2 * d)
@@ -131,7 +132,8 @@ def test_loss_weights_ratio_and_switches():
     assert w.recon == 10 * w.embedding == 10 * w.cycle == 100 * w.sparsity
     cfg = tcae_config("paper")
     assert cfg.attention == "softmax" and not cfg.detach_cycle_input and not cfg.output_consistency
-    m = TCAE(replace(tcae_config("smoke"), output_consistency=True, attention="tanh_softmax", curriculum=(0.0, 0.5),
+    m = TCAE(replace(tcae_config("smoke"), composition="mix", output_consistency=True, attention="tanh_softmax",
+                     curriculum=(0.0, 0.5),
                      zero_init_flow=False))
     terms = m.losses(torch.rand(4, 3, 32, 32), torch.rand(4, 3, 32, 32))
     assert {"out_au", "out_pose"} <= set(terms)

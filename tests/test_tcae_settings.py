@@ -25,7 +25,7 @@ def test_robust_photometric_penalty():
     torch.testing.assert_close(err, expect)
     # a residual ten times larger costs far less than ten times more (L1: exactly ten)
     assert float(err[1] / err[0]) < 3
-    l1 = TCAE(tcae_config("smoke")).photometric_error(a, b)
+    l1 = TCAE(replace(tcae_config("smoke"), photometric="l1")).photometric_error(a, b)
     torch.testing.assert_close(l1, torch.tensor([0.05, 0.5]))
     terms = m.losses(torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32))
     assert torch.isfinite(terms["total"]) and float(terms["recon"]) > 0
@@ -102,3 +102,16 @@ def test_pose_warmup_hands_the_reconstruction_to_both_fields_before_the_other_te
     torch.testing.assert_close(out.disp, out.disp_pose)
     with pytest.raises(ValueError, match="pose_warmup must be >= 0"):
         replace(cfg, pose_warmup=-1)
+
+
+def test_with_length_scales_every_phase():
+    from au_lib.train.tcae import with_length
+
+    cfg = train_config("cpu")
+    half = with_length(cfg, cfg.steps // 2)
+    assert half.steps == cfg.steps // 2
+    assert half.aux_warmup == cfg.aux_warmup // 2 and half.pose_warmup == cfg.pose_warmup // 2
+    assert half.warmup_steps == round(cfg.warmup_steps / 2)
+    assert with_length(replace(cfg, pose_warmup=None), 10).pose_warmup is None
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        with_length(cfg, 0)

@@ -3,9 +3,9 @@ that one setting put back to the paper's value and everything else as the profil
 on held-out synthetic pairs against the learning bar.
 
 ```python
-from au_lib.experiments.tcae_settings import paper_value_changes, setting_effects
+from au_lib.experiments.tcae_settings import CHAPTER_SETTINGS, paper_value_changes, setting_effects
 changes = paper_value_changes(train_config("cpu"))          # {"composition": {"model": {...}}, ...}
-effects = setting_effects(train_config("cpu"), eval_batch, results_dir, run_root)  # {name: metrics}
+effects = setting_effects(train_config("cpu"), eval_batch, names=CHAPTER_SETTINGS["cpu"])  # {name: result}
 ```
 
 Each run is a full :func:`~au_lib.train.tcae.train_tcae` run of the profile's length (checkpoints
@@ -16,6 +16,7 @@ are unchanged.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -28,6 +29,26 @@ from au_lib.train.tcae import PAPER_TRAINING, TCAETrainConfig, binding_config, t
 
 OPTIMISER_FIELDS = ("optimizer", "lr", "momentum", "schedule")
 """Training fields that change together (the paper's constant-rate SGD against the profile's optimiser)."""
+
+
+CHAPTER_SETTINGS: dict[str, tuple[str, ...] | None] = {
+    "smoke": None,                             # every setting (seconds each)
+    "cpu": ("composition",),                    # the runs made for the book so far (each a full cpu-profile run)
+    "paper": (),                                # the paper profile departs from no setting but its schedule
+}
+"""Which settings the TCAE chapter measures in each profile (``None``: all of :func:`paper_value_changes`)."""
+
+
+def default_dirs(profile: str) -> tuple[Path, Path]:
+    """``(results_dir, run_root)``: ``$AU_RESULTS/tcae_settings/<profile>`` when ``$AU_RESULTS`` is set for
+    the ``cpu`` profile (the book's committed results), else ``<cache>/tcae/settings/results/<profile>``;
+    runs under ``<cache>/tcae/settings/runs/<profile>``."""
+    from au_lib.cache import cache_dir
+
+    committed = os.environ.get("AU_RESULTS", "").strip()
+    res = (Path(committed).expanduser() / "tcae_settings" / profile if committed and profile == "cpu"
+           else cache_dir("tcae", "settings", "results", profile))
+    return res, cache_dir("tcae", "settings", "runs", profile)
 
 
 def paper_value_changes(cfg: TCAETrainConfig) -> dict[str, dict[str, dict[str, Any]]]:
@@ -60,12 +81,14 @@ def _eval_fingerprint(batch: Mapping[str, torch.Tensor]) -> dict:
             "target_sum": round(float(batch["target"].double().sum()), 4)}
 
 
-def setting_effects(cfg: TCAETrainConfig, eval_batch: Mapping[str, torch.Tensor], results_dir: str | Path,
-                    run_root: str | Path, names: Sequence[str] | None = None,
+def setting_effects(cfg: TCAETrainConfig, eval_batch: Mapping[str, torch.Tensor],
+                    results_dir: str | Path | None = None, run_root: str | Path | None = None,
+                    names: Sequence[str] | None = None,
                     data: str | torch.utils.data.Dataset = "synthau", data_options: Mapping | None = None,
                     profile: str | None = None, progress: bool = True) -> dict[str, dict]:
     """Train ``cfg`` once per setting of :func:`paper_value_changes` (or the ``names`` among them) with that
-    setting at the paper's value, on ``data`` (as :func:`~au_lib.train.tcae.train_tcae` takes it), and score the final model on ``eval_batch`` with
+    setting at the paper's value, on ``data`` (as :func:`~au_lib.train.tcae.train_tcae` takes it; folders
+    default to :func:`default_dirs`), and score the final model on ``eval_batch`` with
     :func:`~au_lib.experiments.disentanglement.disentanglement_metrics` -> ``{name: result}`` (result
     files as :func:`au_lib.results.load_result` returns them; ``metrics`` holds the scores).
 
@@ -78,6 +101,8 @@ def setting_effects(cfg: TCAETrainConfig, eval_batch: Mapping[str, torch.Tensor]
     from au_lib.results import load_result, reusable, save_result
 
     profile = profile or current_profile()
+    default_results, default_runs = default_dirs(profile)
+    results_dir, run_root = Path(results_dir or default_results), Path(run_root or default_runs)
     changes = paper_value_changes(cfg)
     if names is not None:
         unknown = [n for n in names if n not in changes]
@@ -107,4 +132,4 @@ def setting_effects(cfg: TCAETrainConfig, eval_batch: Mapping[str, torch.Tensor]
     return out
 
 
-__all__ = ["OPTIMISER_FIELDS", "paper_value_changes", "with_paper_value", "setting_effects"]
+__all__ = ["CHAPTER_SETTINGS", "default_dirs", "OPTIMISER_FIELDS", "paper_value_changes", "with_paper_value", "setting_effects"]

@@ -41,7 +41,12 @@ profile changes them, the chapter measures each): ``max_displacement`` [1.0, hal
 not pixels of noise], ``embedding_loss`` [``"l2"``; ``"scaled"`` divides each squared distance by
 the batch variance of the reference code, so shrinking the codes cannot lower it], ``pose_first``
 [False; True: during the training loop's reconstruction-only warm-up the target is rebuilt with the
-pose field alone].
+pose field alone], ``composition`` [``"mix"``; ``"add"``: the target is rebuilt with ``tau_A + tau_P``.
+A per-pixel convex mix cannot express a face that turns *and* smiles, where the true motion is the
+sum of the two (on SynthAU pairs the sum of the true fields is within 0.13x of the zero field's error
+of the true target motion), so under the mix the AU field is paid for nothing wherever the head also
+moves], ``photometric`` [``"l1"``; ``"robust"``: ``(r^2 + 1e-6)^0.2`` per pixel, which lets pixels no
+warp explains (the background the head uncovers) pull the fields less than the face does].
 
 Loss weights keep the authors' ratio: reconstruction 10x the consistency terms, 100x the L1
 sparsity term on ``tau_A`` (code: 10, 1, 0.1).
@@ -152,12 +157,13 @@ TCAE_PROFILES: dict[str, TCAEConfig] = {
     # CI: 32 px, tiny widths (embeddings stay 256-d so the probes see the same interface).
     "smoke": TCAEConfig(image_size=32, trunk_channels=(8, 16, 32), branch_channels=(64, EMBED_DIM),
                         decoder_channels=(64, 32, 16, 8), max_displacement=0.25, zero_init_flow=True,
-                        embedding_loss="scaled"),
+                        embedding_loss="scaled", composition="add"),
     # A laptop: 64 px, about a quarter of the paper's widths; fields bounded to +-8 px and starting at
-    # zero (see the module docstring; the chapter measures what each setting does).
+    # zero, summed rather than mixed, a robust photometric penalty (see the module docstring; the
+    # chapter measures what each setting does).
     "cpu": TCAEConfig(image_size=64, trunk_channels=(16, 32, 64, 128), branch_channels=(256, EMBED_DIM),
                       decoder_channels=(256, 128, 64, 32, 16), max_displacement=0.25, zero_init_flow=True,
-                      embedding_loss="scaled", pose_first=True),
+                      embedding_loss="scaled", pose_first=True, composition="add", photometric="robust"),
     # The paper / official code: 256x256, five trunk convs, three per branch, seven decoder blocks
     # (512->256->256->256->256->128->64->32), then Upsample and the 32->3 output conv.
     "paper": TCAEConfig(),
@@ -355,7 +361,8 @@ class TCAE(nn.Module):
     def photometric_error(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """Per-sample photometric error of two images ``B x C x H x W`` -> ``[B]``: the mean absolute
         difference (``photometric="l1"``, the paper's), or the mean of the robust penalty
-        ``(r^2 + 1e-6)^0.2`` (``"robust"``, the generalised Charbonnier of optical-flow work): it grows
+        ``(r^2 + 1e-6)^0.2`` (``"robust"``, the generalised Charbonnier of optical-flow work; a perfect
+        match scores ``1e-6^0.2 = 0.063``, the floor): it grows
         much more slowly than ``|r|`` for large residuals, so pixels no warp can explain (the background
         uncovered as the head moves, edges of the frame) pull the fields less than the face does."""
         r = a.float() - b.float()
