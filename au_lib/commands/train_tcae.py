@@ -42,8 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val-pairs", type=positive_int, default=None, help="held-out pairs for validation")
     parser.add_argument("--paper-settings", action="store_true",
                         help="the paper's values of the settings the cpu profile changes: fields bounded to "
-                             "half the image, random initialisation, plain squared-L2 code terms, independent "
-                             "crops, SGD at a constant lr 1e-3")
+                             "half the image, random initialisation, plain squared-L2 code terms, the attention "
+                             "mix of the two fields, an L1 reconstruction, independent crops, SGD at a constant "
+                             "lr 1e-3, every term from the first update")
     parser.add_argument("--official", action="store_true",
                         help="the released code exactly: tanh-bounded attention, detached cycle input, "
                              "output-consistency terms, five encoder calls, the curriculum window and its "
