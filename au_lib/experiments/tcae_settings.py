@@ -33,7 +33,7 @@ OPTIMISER_FIELDS = ("optimizer", "lr", "momentum", "schedule")
 
 CHAPTER_SETTINGS: dict[str, tuple[str, ...] | None] = {
     "smoke": None,                             # every setting (seconds each)
-    "cpu": ("composition",),                    # the runs made for the book so far (each a full cpu-profile run)
+    "cpu": ("composition", "photometric"),      # the runs made for the book so far (each a full cpu-profile run)
     "paper": (),                                # the paper profile departs from no setting but its schedule
 }
 """Which settings the TCAE chapter measures in each profile (``None``: all of :func:`paper_value_changes`)."""
