@@ -25,7 +25,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from au_lib.models.tcae import PAPER_SETTINGS
-from au_lib.train.tcae import PAPER_TRAINING, TCAETrainConfig, binding_config, train_tcae
+from au_lib.train.tcae import DEFAULT_DATA_OPTIONS, PAPER_TRAINING, TCAETrainConfig, binding_config, train_tcae
 
 OPTIMISER_FIELDS = ("optimizer", "lr", "momentum", "schedule")
 """Training fields that change together (the paper's constant-rate SGD against the profile's optimiser)."""
@@ -59,14 +59,12 @@ def paper_value_changes(cfg: TCAETrainConfig) -> dict[str, dict[str, dict[str, A
     for k, v in PAPER_SETTINGS.items():
         if getattr(cfg.model, k) != v:
             out[k] = {"model": {k: v}, "train": {}}
-    opt = {k: PAPER_TRAINING[k] for k in OPTIMISER_FIELDS if k in PAPER_TRAINING and getattr(cfg, k) != PAPER_TRAINING[k]}
     for k, v in PAPER_TRAINING.items():
-        if k in OPTIMISER_FIELDS:
-            continue
-        if getattr(cfg, k) != v:
+        if k not in OPTIMISER_FIELDS and getattr(cfg, k) != v:
             out[k] = {"model": {}, "train": {k: v}}
-    if opt:
-        out["optimizer"] = {"model": {}, "train": {k: PAPER_TRAINING[k] for k in OPTIMISER_FIELDS if k in PAPER_TRAINING}}
+    optimiser = {k: PAPER_TRAINING[k] for k in OPTIMISER_FIELDS if k in PAPER_TRAINING}
+    if any(getattr(cfg, k) != v for k, v in optimiser.items()):
+        out["optimizer"] = {"model": {}, "train": optimiser}
     return out
 
 
@@ -110,8 +108,6 @@ def setting_effects(cfg: TCAETrainConfig, eval_batch: Mapping[str, torch.Tensor]
             raise KeyError(f"setting_effects: {unknown} are not settings where this profile departs from the paper "
                            f"(those are: {', '.join(changes)})")
         changes = {n: changes[n] for n in names}
-    from au_lib.train.tcae import DEFAULT_DATA_OPTIONS
-
     data_name = data if isinstance(data, str) else type(data).__name__
     data_options = dict(data_options if data_options is not None else DEFAULT_DATA_OPTIONS.get(data_name, {}))
     out: dict[str, dict] = {}

@@ -43,8 +43,8 @@ the batch variance of the reference code, so shrinking the codes cannot lower it
 [False; True: during the training loop's reconstruction-only warm-up the target is rebuilt with the
 pose field alone], ``composition`` [``"mix"``; ``"add"``: the target is rebuilt with ``tau_A + tau_P``.
 A per-pixel convex mix cannot express a face that turns *and* smiles, where the true motion is the
-sum of the two (on SynthAU pairs the sum of the true fields is within 0.13x of the zero field's error
-of the true target motion), so under the mix the AU field is paid for nothing wherever the head also
+sum of the two (SynthAU's true AU and pose fields add up to its true target motion up to the error of
+composing two motions by a sum), so under the mix the AU field is paid for nothing wherever the head also
 moves], ``photometric`` [``"l1"``; ``"robust"``: ``(r^2 + 1e-6)^0.2`` per pixel, which lets pixels no
 warp explains (the background the head uncovers) pull the fields less than the face does].
 
