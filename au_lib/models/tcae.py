@@ -362,9 +362,9 @@ class TCAE(nn.Module):
         """Per-sample photometric error of two images ``B x C x H x W`` -> ``[B]``: the mean absolute
         difference (``photometric="l1"``, the paper's), or the mean of the robust penalty
         ``(r^2 + 1e-6)^0.2`` (``"robust"``, the generalised Charbonnier of optical-flow work; a perfect
-        match scores ``1e-6^0.2 = 0.063``, the floor): it grows
-        much more slowly than ``|r|`` for large residuals, so pixels no warp can explain (the background
-        uncovered as the head moves, edges of the frame) pull the fields less than the face does."""
+        match scores the floor ``1e-6^0.2 = 0.063``). The robust penalty grows much more slowly than
+        ``|r|`` for large residuals, so pixels no warp can explain (the background uncovered as the head
+        moves, the frame's edges) pull the fields less than the face does."""
         r = a.float() - b.float()
         if self.cfg.photometric == "robust":
             return (r * r + ROBUST_EPS).pow(ROBUST_POWER).flatten(1).mean(1)
@@ -383,9 +383,9 @@ class TCAE(nn.Module):
                pose_only: bool | None = None) -> dict[str, torch.Tensor]:
         """All TCAE loss terms (per-batch means) and their weighted ``total``.
 
-        Terms: ``recon`` |T - warp(S, tau)|_1; ``emb_*`` squared-L2 embedding consistency (AU-changed
+        Terms: ``recon`` the photometric error of ``T`` and ``warp(S, tau)`` (:meth:`photometric_error`); ``emb_*`` squared-L2 embedding consistency (AU-changed
         image: AU of target, pose of source; pose-changed image: pose of target, AU of source);
-        ``cycle_au``/``cycle_pose`` |S - warp(S_A, tau_-A)|_1 etc.; ``sparsity`` mean |tau_A| in
+        ``cycle_au``/``cycle_pose`` the same error of ``S`` and ``warp(S_A, tau_-A)`` etc.; ``sparsity`` mean |tau_A| in
         normalised units (:meth:`sparsity`); ``out_*`` the code's extra terms if enabled.
         ``curriculum`` (default: the configuration's) is the window ``(lo, hi)`` of samples, ranked
         per term, that each term averages over (the code's ``sort()[int(lo B):int(hi B)]``).

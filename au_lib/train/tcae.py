@@ -120,7 +120,7 @@ TRAIN_PROFILES: dict[str, TCAETrainConfig] = {
     # updates a laptop affords. No crops: the code's independent crops invent up to +-6 px of
     # motion at 64 px, more than the faces move, and SynthAU's crops are already aligned.
     # (PAPER_TRAINING restores the code's values.)
-    # 4,000 updates (about 25 minutes on one core): 2,000 of reconstruction alone, the first 1,400 with
+    # 4,000 updates (1,827 s on one core with a second training job on the other): 2,000 of reconstruction alone, the first 1,400 with
     # the pose field alone (it takes the head motion), then both fields; the other terms ramp in over the
     # last 2,000, while the learning rate decays (ramped in at a high rate they drove both fields to zero).
     "cpu": TCAETrainConfig(model=tcae_config("cpu"), batch_size=16, steps=4000, optimizer="adam", lr=1e-3,
